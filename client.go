@@ -1,0 +1,141 @@
+package saferetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// maxResponseBody bounds how much of a successful response Client.Do
+// decodes.
+const maxResponseBody = 16 << 20
+
+// Client is a JSON API client over an http.Client wrapped by a Transport.
+type Client struct {
+	baseURL    *url.URL
+	httpClient *http.Client
+}
+
+// NewClient returns a client for the API at baseURL (absolute http or https
+// URL; its path, if any, prefixes every request path). The options configure
+// the Transport; WithHTTPClient chooses the client to wrap.
+func NewClient(baseURL string, opts ...Option) (*Client, error) {
+	base, err := parseBaseURL(baseURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	hc, err := Wrap(cfg.httpClient, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{baseURL: base, httpClient: hc}, nil
+}
+
+func parseBaseURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("saferetry: NewClient: base URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("saferetry: NewClient: base URL %q must be an absolute http or https URL", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("saferetry: NewClient: base URL %q must not carry user info, a query or a fragment", u.Redacted())
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+// HTTPClient returns the wrapped http.Client the client sends through, for
+// requests the typed helpers do not cover.
+func (c *Client) HTTPClient() *http.Client { return c.httpClient }
+
+// BaseURL returns a copy of the base URL.
+func (c *Client) BaseURL() *url.URL {
+	u := *c.baseURL
+	return &u
+}
+
+// NewRequest builds a request for path (relative to the base URL, with an
+// optional query) with body marshalled as JSON; nil body sends none. The
+// body is in memory with GetBody set, so every retry resends the same bytes.
+func (c *Client) NewRequest(ctx context.Context, method, path string, body any) (*http.Request, error) {
+	u, err := c.resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	var reader io.Reader
+	if body != nil {
+		buf, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("saferetry: encoding request body: %w", err)
+		}
+		reader = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), reader)
+	if err != nil {
+		return nil, fmt.Errorf("saferetry: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, nil
+}
+
+func (c *Client) resolve(path string) (*url.URL, error) {
+	ref, err := url.Parse(path)
+	if err != nil {
+		return nil, fmt.Errorf("saferetry: path %q: %w", path, err)
+	}
+	if ref.Scheme != "" || ref.Host != "" {
+		return nil, fmt.Errorf("saferetry: path %q must be relative to the base URL", path)
+	}
+	u := *c.baseURL
+	u.Path = u.Path + "/" + strings.TrimPrefix(ref.Path, "/")
+	u.RawQuery = ref.RawQuery
+	return &u, nil
+}
+
+// Do sends req and decodes a 2xx JSON answer into out (nil: discard). A
+// non-2xx answer is returned as an *APIError, and the transport's typed
+// errors pass through, so errors.Is and errors.As work on the result. The
+// response is returned with its body consumed and closed.
+func (c *Client) Do(req *http.Request, out any) (*http.Response, error) {
+	resp, err := c.httpClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer drainAndClose(resp.Body)
+	if err := CheckResponse(resp); err != nil {
+		return resp, err
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		return resp, nil
+	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBody))
+	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		return resp, fmt.Errorf("saferetry: decoding %s %s response: %w", req.Method, redactURL(req), err)
+	}
+	return resp, nil
+}
+
+// DoJSON builds a request with NewRequest and sends it with Do.
+func (c *Client) DoJSON(ctx context.Context, method, path string, in, out any) (*http.Response, error) {
+	req, err := c.NewRequest(ctx, method, path, in)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(req, out)
+}

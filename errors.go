@@ -1,0 +1,336 @@
+package saferetry
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Sentinels for errors.Is. Every error the SDK returns for one of these
+// cases is an *APIError or a *RequestError that matches the sentinel.
+var (
+	// ErrRequestAlreadyProcessed: Chift answered 409 REQUEST_ALREADY_PROCESSED;
+	// the request with this key was processed before. APIError.OriginalStatus
+	// holds the status the original request produced.
+	ErrRequestAlreadyProcessed = errors.New("saferetry: request already processed")
+
+	// ErrRequestInProcess: the server still reported the original request with
+	// this key as in process (Chift 409 REQUEST_IN_PROCESS, or a bare 409 from
+	// an Idempotency-Key server) after the retries were spent.
+	ErrRequestInProcess = errors.New("saferetry: request still in process")
+
+	// ErrKeyReused: an Idempotency-Key server answered a retry with 422, which
+	// the IETF draft uses for "this key was used with another payload".
+	ErrKeyReused = errors.New("saferetry: idempotency key reused with another payload")
+
+	// ErrDuplicateClientTransferID: zerohash refused a transfer because its
+	// client_transfer_id is not unique.
+	ErrDuplicateClientTransferID = errors.New("saferetry: client_transfer_id is not unique")
+
+	// ErrOutcomeUnknown: a request that may have reached the server failed in
+	// a way that leaves its effect unknown. Keep the key (or client
+	// transfer id) the error carries and reconcile with it.
+	ErrOutcomeUnknown = errors.New("saferetry: outcome unknown")
+
+	// ErrInvalidKey: the idempotency key on the request is not acceptable.
+	ErrInvalidKey = errors.New("saferetry: invalid idempotency key")
+)
+
+// maxErrorBody bounds how much of a response body the SDK reads to build an
+// APIError or to classify a response.
+const maxErrorBody = 1 << 20
+
+// APIError is a non-2xx answer from the server, decoded from the body shapes
+// of Chift, zerohash and RFC 7807 problem documents.
+type APIError struct {
+	StatusCode int    // HTTP status
+	Code       string // Chift "error_code", e.g. "REQUEST_ALREADY_PROCESSED"
+	Message    string // "message", or a problem document's "title", or zerohash's string "error"
+	Detail     string // "detail" when it is a string
+	// Details holds "detail" when it is an array of validation items (Chift
+	// 422) and zerohash's "errors" array, one entry per item.
+	Details []ErrorDetail
+	// RequestID is the idempotency key / request id the request carried.
+	RequestID string
+	// ServerRequestID is the request id the server echoed (X-Request-Id), if any.
+	ServerRequestID string
+	// OriginalStatus is, for REQUEST_ALREADY_PROCESSED, the status in
+	// "Request already processed: 200"; 0 otherwise.
+	OriginalStatus int
+	// Body is the response body as read, at most 1 MiB; Truncated says
+	// whether more was there.
+	Body      []byte
+	Truncated bool
+
+	kind error // the sentinel this error matches, if any
+}
+
+// ErrorDetail is one validation item: Chift's {loc, msg, type} or one
+// message of zerohash's "errors" array (Msg only).
+type ErrorDetail struct {
+	Loc  []any           `json:"loc,omitempty"`
+	Msg  string          `json:"msg"`
+	Type string          `json:"type,omitempty"`
+	Raw  json.RawMessage `json:"-"` // the item as received
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "saferetry: HTTP %d", e.StatusCode)
+	if e.Code != "" {
+		b.WriteString(" " + e.Code)
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	if e.Detail != "" {
+		b.WriteString(" (" + e.Detail + ")")
+	}
+	for i, d := range e.Details {
+		if i == 3 {
+			fmt.Fprintf(&b, "; and %d more", len(e.Details)-i)
+			break
+		}
+		b.WriteString("; " + d.String())
+	}
+	if e.RequestID != "" {
+		b.WriteString(" [key " + e.RequestID + "]")
+	}
+	return b.String()
+}
+
+func (d ErrorDetail) String() string {
+	if len(d.Loc) == 0 {
+		return d.Msg
+	}
+	parts := make([]string, len(d.Loc))
+	for i, p := range d.Loc {
+		parts[i] = fmt.Sprint(p)
+	}
+	return strings.Join(parts, ".") + ": " + d.Msg
+}
+
+// Unwrap lets errors.Is match the sentinel for this error's kind.
+func (e *APIError) Unwrap() error { return e.kind }
+
+// CheckResponse returns nil for a 2xx response and an *APIError otherwise.
+// It reads at most 1 MiB of the body and restores it, so the caller can read
+// the whole body afterwards.
+func CheckResponse(resp *http.Response) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	body, truncated, err := peekBody(resp, maxErrorBody)
+	apiErr := parseAPIError(resp.StatusCode, body, truncated)
+	apiErr.ServerRequestID = resp.Header.Get("X-Request-Id")
+	if resp.Request != nil {
+		apiErr.RequestID = keyOfRequest(resp.Request)
+	}
+	if err != nil && len(body) == 0 {
+		apiErr.Message = "reading error body: " + err.Error()
+	}
+	return apiErr
+}
+
+// peekBody reads up to limit bytes of resp.Body and puts them back in front
+// of whatever is left, so the body stays readable from the start.
+func peekBody(resp *http.Response, limit int64) (body []byte, truncated bool, err error) {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil, false, nil
+	}
+	body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if int64(len(body)) > limit {
+		truncated = true
+	}
+	rest := resp.Body
+	resp.Body = &replayBody{Reader: io.MultiReader(bytes.NewReader(body), rest), closer: rest}
+	if truncated {
+		body = body[:limit]
+	}
+	return body, truncated, err
+}
+
+type replayBody struct {
+	io.Reader
+	closer io.Closer
+}
+
+func (r *replayBody) Close() error { return r.closer.Close() }
+
+// errorBody is the union of the error shapes of Chift, zerohash and RFC 7807.
+type errorBody struct {
+	Status    json.RawMessage `json:"status"`
+	Message   string          `json:"message"`
+	Detail    json.RawMessage `json:"detail"`
+	ErrorCode string          `json:"error_code"`
+	Error     json.RawMessage `json:"error"`  // zerohash: true, or a string
+	Errors    json.RawMessage `json:"errors"` // zerohash: ["...", ...]
+	Title     string          `json:"title"`  // RFC 7807
+}
+
+// parseAPIError decodes what it can; a body that is not JSON (an HTML error
+// page, say) leaves only the status and a short excerpt as the message.
+func parseAPIError(status int, body []byte, truncated bool) *APIError {
+	e := &APIError{StatusCode: status, Body: body, Truncated: truncated}
+	var eb errorBody
+	if err := json.Unmarshal(body, &eb); err != nil {
+		e.Message = excerpt(body)
+		e.kind = kindOf(e)
+		return e
+	}
+	e.Code = eb.ErrorCode
+	e.Message = firstNonEmpty(eb.Message, eb.Title, jsonString(eb.Error))
+	e.Detail, e.Details = parseDetail(eb.Detail)
+	e.Details = append(e.Details, parseStringList(eb.Errors)...)
+	if e.Code == codeAlreadyProcessed {
+		e.OriginalStatus = originalStatus(e.Message)
+	}
+	e.kind = kindOf(e)
+	return e
+}
+
+const (
+	codeAlreadyProcessed = "REQUEST_ALREADY_PROCESSED"
+	codeInProcess        = "REQUEST_IN_PROCESS"
+)
+
+func kindOf(e *APIError) error {
+	switch {
+	case e.Code == codeAlreadyProcessed:
+		return ErrRequestAlreadyProcessed
+	case e.Code == codeInProcess:
+		return ErrRequestInProcess
+	case strings.Contains(e.Message, "unique client_transfer_id"):
+		return ErrDuplicateClientTransferID
+	}
+	return nil
+}
+
+// originalStatus reads the status out of "Request already processed: 200".
+func originalStatus(msg string) int {
+	i := strings.LastIndexByte(msg, ':')
+	if i < 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(msg[i+1:]))
+	if err != nil || n < 100 || n > 999 {
+		return 0
+	}
+	return n
+}
+
+func parseDetail(raw json.RawMessage) (string, []ErrorDetail) {
+	if s := jsonString(raw); s != "" {
+		return s, nil
+	}
+	var items []json.RawMessage
+	if json.Unmarshal(raw, &items) != nil {
+		return "", nil
+	}
+	details := make([]ErrorDetail, 0, len(items))
+	for _, item := range items {
+		var d ErrorDetail
+		if json.Unmarshal(item, &d) != nil {
+			d.Msg = jsonString(item)
+		}
+		d.Raw = item
+		details = append(details, d)
+	}
+	return "", details
+}
+
+func parseStringList(raw json.RawMessage) []ErrorDetail {
+	var msgs []json.RawMessage
+	if json.Unmarshal(raw, &msgs) != nil {
+		return nil
+	}
+	details := make([]ErrorDetail, 0, len(msgs))
+	for _, m := range msgs {
+		details = append(details, ErrorDetail{Msg: jsonString(m), Raw: m})
+	}
+	return details
+}
+
+// jsonString returns raw as a Go string if it is a JSON string, else "".
+func jsonString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// excerpt keeps an error string short and printable when the body is not
+// JSON: an HTML error page becomes its first 200 printable bytes.
+func excerpt(body []byte) string {
+	const max = 200
+	s := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(string(body[:min(len(body), max)]), ""))
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// RequestError is a failure of the transport itself: the request could not
+// be carried to an answer. It says which key the request carried, how many
+// attempts were made and whether any of them may have reached the server.
+type RequestError struct {
+	Method    string
+	URL       string // without user info
+	Key       string // the idempotency key the request carried, if any
+	Attempts  int
+	MaybeSent bool // true if an attempt may have reached the server
+	Err       error
+}
+
+func (e *RequestError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "saferetry: %s %s failed after %d attempt(s)", e.Method, e.URL, e.Attempts)
+	if e.Key != "" {
+		b.WriteString(" [key " + e.Key + "]")
+	}
+	if e.MaybeSent {
+		b.WriteString(", outcome unknown")
+	}
+	b.WriteString(": " + e.Err.Error())
+	return b.String()
+}
+
+// Unwrap returns the cause and, when an attempt may have reached the
+// server, ErrOutcomeUnknown.
+func (e *RequestError) Unwrap() []error {
+	if e.MaybeSent {
+		return []error{e.Err, ErrOutcomeUnknown}
+	}
+	return []error{e.Err}
+}
+
+// KeyFromError returns the idempotency key carried by the request that
+// produced err, or "" if err does not say.
+func KeyFromError(err error) string {
+	var reqErr *RequestError
+	if errors.As(err, &reqErr) && reqErr.Key != "" {
+		return reqErr.Key
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.RequestID
+	}
+	return ""
+}

@@ -1,0 +1,362 @@
+package saferetry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// ErrAttemptTimeout: one attempt took longer than WithAttemptTimeout to get
+// its response headers.
+var ErrAttemptTimeout = errors.New("saferetry: attempt timed out")
+
+// Attempt describes one attempt of a logical request, for WithObserver and
+// the log.
+type Attempt struct {
+	Method     string
+	URL        string // without user info
+	Key        string // the idempotency key, "" if the request carries none
+	Number     int    // 1 for the first attempt
+	StatusCode int    // 0 when the attempt ended without a response
+	Err        error  // the transport error, if any
+	// Sent is false only when the request certainly did not reach the server
+	// (no byte of it was written).
+	Sent bool
+	// Replayed: net/http itself resent the request on a new connection
+	// within this attempt, after a reused connection failed.
+	Replayed bool
+	Retry    bool          // another attempt follows
+	Wait     time.Duration // the wait before it
+}
+
+// call is one logical request: its key, its body source, and the state the
+// retry policy needs across attempts. go-retryablehttp runs the attempt
+// loop; call supplies its policy hooks and the per-attempt transport.
+type call struct {
+	t    *Transport
+	req  *http.Request // the caller's, never modified
+	key  string
+	body *bodySource
+
+	attempt   int
+	maybeSent bool  // some attempt may have reached the server
+	uncertain bool  // some attempt's outcome is unknown: a bare 409 means "in process"
+	last      trace // what the latest attempt did on the wire
+	pending   error // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	wait      time.Duration
+
+	bo backoff.ExponentialBackOff
+	rc retryablehttp.Client
+	hc http.Client
+}
+
+func newCall(t *Transport, req *http.Request, key string, body *bodySource) *call {
+	c := &call{t: t, req: req, key: key, body: body}
+	c.bo = backoff.ExponentialBackOff{
+		InitialInterval:     t.cfg.backoffInitial,
+		RandomizationFactor: backoff.DefaultRandomizationFactor,
+		Multiplier:          backoff.DefaultMultiplier,
+		MaxInterval:         t.cfg.backoffMax,
+		Stop:                backoff.Stop,
+		Clock:               backoff.SystemClock,
+	}
+	c.bo.Reset()
+	c.hc = http.Client{Transport: attemptTransport{c}, CheckRedirect: useLastResponse}
+	c.rc = retryablehttp.Client{
+		HTTPClient:   &c.hc,
+		RetryMax:     t.cfg.maxRetries,
+		CheckRetry:   c.checkRetry,
+		Backoff:      c.backoff,
+		ErrorHandler: c.finish,
+	}
+	if body.oneShot {
+		c.rc.RetryMax = 0
+	}
+	return c
+}
+
+// useLastResponse keeps the attempt client from following redirects: the
+// caller's http.Client decides about those.
+func useLastResponse(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+func (c *call) run() (*http.Response, error) {
+	rreq, err := c.request()
+	if err != nil {
+		return nil, c.requestError(err)
+	}
+	resp, err := c.rc.Do(rreq)
+	if err != nil {
+		return nil, c.requestError(err)
+	}
+	return resp, nil
+}
+
+// request builds the clone that all attempts share: the caller's request
+// with the key set and a context that identifies the call.
+func (c *call) request() (*retryablehttp.Request, error) {
+	ctx := context.WithValue(c.req.Context(), callInfoKey{}, c)
+	var clone *http.Request
+	if c.key != "" && c.req.Header.Get(c.t.cfg.header) == "" {
+		clone = c.req.Clone(ctx)
+		clone.Header.Set(c.t.cfg.header, c.key)
+	} else {
+		clone = c.req.WithContext(ctx)
+	}
+	clone.RequestURI = ""
+	rreq := &retryablehttp.Request{Request: clone}
+	switch {
+	case c.body.oneShot:
+		clone.Body, clone.GetBody = c.body.once, nil
+	case c.body.get != nil:
+		clone.GetBody, clone.ContentLength = c.body.get, c.body.length
+		if err := rreq.SetBody(retryablehttp.ReaderFunc(c.body.reader)); err != nil {
+			return nil, err
+		}
+	default:
+		clone.Body, clone.GetBody = nil, nil
+	}
+	return rreq, nil
+}
+
+// requestError gives every transport failure the key and attempt count;
+// typed API errors already carry the key.
+func (c *call) requestError(err error) error {
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return err
+	}
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		err = urlErr.Err
+	}
+	return &RequestError{
+		Method: c.req.Method, URL: redactURL(c.req), Key: c.key,
+		Attempts: c.attempt, MaybeSent: c.maybeSent, Err: err,
+	}
+}
+
+// checkRetry is the retry policy, called by go-retryablehttp after each
+// attempt. It returns an error only to stop with a typed idempotency error.
+func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	retry, final := c.classify(resp, err)
+	if final != nil {
+		c.pending = nil
+	}
+	if retry {
+		retry = c.planWait(ctx, resp)
+	}
+	c.report(resp, err, retry)
+	if retry {
+		return true, nil
+	}
+	if final == nil {
+		final = c.pending
+	}
+	return false, final
+}
+
+// classify decides whether the attempt may be repeated and whether its
+// answer is a typed idempotency error.
+func (c *call) classify(resp *http.Response, err error) (retry bool, final error) {
+	uncertainBefore := c.uncertain || c.last.replayed
+	c.pending = nil
+	if err != nil {
+		if c.last.wrote {
+			c.uncertain = true
+		}
+		if c.req.Context().Err() != nil {
+			return false, nil
+		}
+		return !c.last.wrote || c.idempotent(), nil
+	}
+	switch resp.StatusCode {
+	case http.StatusConflict:
+		return c.classifyConflict(resp, uncertainBefore)
+	case http.StatusUnprocessableEntity:
+		if c.t.cfg.draftConflicts && c.key != "" && (c.attempt > 1 || c.last.replayed) {
+			apiErr := c.apiError(resp)
+			apiErr.kind = ErrKeyReused
+			return false, apiErr
+		}
+	case http.StatusRequestTimeout, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return c.idempotent(), nil
+	case http.StatusTooManyRequests:
+		return c.idempotent() || c.t.cfg.rateLimitFirst, nil
+	case http.StatusServiceUnavailable:
+		return c.idempotent() || resp.Header.Get("Zh-Allow-Retry") == "true", nil
+	}
+	return false, nil
+}
+
+// classifyConflict maps a 409 on error_code, never on the status alone:
+// Chift also answers 409 for business conflicts.
+func (c *call) classifyConflict(resp *http.Response, uncertainBefore bool) (bool, error) {
+	if c.key == "" {
+		return false, nil
+	}
+	apiErr := c.apiError(resp)
+	switch {
+	case errors.Is(apiErr, ErrRequestAlreadyProcessed):
+		return false, apiErr
+	case errors.Is(apiErr, ErrRequestInProcess):
+	case c.t.cfg.draftConflicts && apiErr.Code == "" && uncertainBefore:
+		// IETF draft: the original attempt is still being processed.
+		apiErr.kind = ErrRequestInProcess
+	default:
+		return false, nil
+	}
+	c.pending = apiErr
+	return true, nil
+}
+
+// apiError decodes an error response without consuming its body, so the
+// caller can still read it if the response is returned.
+func (c *call) apiError(resp *http.Response) *APIError {
+	err := CheckResponse(resp).(*APIError)
+	err.RequestID = c.key
+	return err
+}
+
+// idempotent: repeating the request cannot apply it twice.
+func (c *call) idempotent() bool {
+	switch c.req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return c.key != "" && c.t.cfg.keyDeduplicates
+}
+
+// planWait sets the wait before the next attempt and reports whether that
+// attempt should happen: retries left, a Retry-After within the cap, and a
+// context deadline that leaves time for it.
+func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
+	if c.attempt > c.rc.RetryMax {
+		return false
+	}
+	c.wait = c.bo.NextBackOff()
+	if resp != nil {
+		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			if d > c.t.cfg.maxRetryAfter {
+				return false
+			}
+			c.wait = max(d, c.wait)
+		}
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < c.wait {
+		return false
+	}
+	return true
+}
+
+// backoff hands go-retryablehttp the wait planWait chose.
+func (c *call) backoff(_, _ time.Duration, _ int, _ *http.Response) time.Duration {
+	return c.wait
+}
+
+// finish runs when the loop stops on an error: the body of the last
+// response is closed and the error returned.
+func (c *call) finish(resp *http.Response, err error, _ int) (*http.Response, error) {
+	if resp != nil {
+		drainAndClose(resp.Body)
+	}
+	return nil, err
+}
+
+func (c *call) report(resp *http.Response, err error, retry bool) {
+	cfg := &c.t.cfg
+	if cfg.logger == nil && cfg.observer == nil {
+		return
+	}
+	a := Attempt{
+		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
+		Err: err, Sent: c.last.wrote || resp != nil, Replayed: c.last.replayed, Retry: retry,
+	}
+	if resp != nil {
+		a.StatusCode = resp.StatusCode
+	}
+	if retry {
+		a.Wait = c.wait
+	}
+	if cfg.observer != nil {
+		cfg.observer(a)
+	}
+	if cfg.logger != nil {
+		logAttempt(c.req.Context(), cfg.logger, a)
+	}
+}
+
+// parseRetryAfter reads both forms of Retry-After: delay-seconds and an
+// HTTP date.
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		if secs > int64(24*time.Hour/time.Second) {
+			secs = int64(24 * time.Hour / time.Second)
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(at.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+func drainAndClose(body io.ReadCloser) {
+	if body == nil {
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(body, 4<<10))
+	body.Close()
+}
+
+// bodySource yields the request body for every attempt.
+type bodySource struct {
+	get     func() (io.ReadCloser, error) // nil: no body
+	length  int64
+	oneShot bool          // too large to buffer: one attempt only
+	once    io.ReadCloser // the body of that one attempt
+}
+
+// newBodySource makes the body of req repeatable: through GetBody when the
+// request has it, else by buffering up to limit bytes. A larger body is
+// sent once, as it streams, and never retried. req.Body is closed exactly
+// once, here or by the base transport.
+func newBodySource(req *http.Request, limit int64) (*bodySource, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return &bodySource{}, nil
+	}
+	if req.GetBody != nil {
+		req.Body.Close()
+		return &bodySource{get: req.GetBody, length: req.ContentLength}, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
+	if err != nil {
+		req.Body.Close()
+		return nil, fmt.Errorf("reading request body: %w", err)
+	}
+	if int64(len(buf)) > limit {
+		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: req.Body}
+		return &bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
+	}
+	req.Body.Close()
+	get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return &bodySource{get: get, length: int64(len(buf))}, nil
+}
+
+func (b *bodySource) reader() (io.Reader, error) { return b.get() }
