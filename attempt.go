@@ -32,13 +32,13 @@ func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	timeout := c.t.cfg.attemptTimeout
 	if timeout <= 0 {
 		resp, err := c.t.base.RoundTrip(req.WithContext(ctx))
-		c.last = w.result()
+		c.observe(w.result())
 		return resp, err
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	timer := time.AfterFunc(timeout, func() { cancel(ErrAttemptTimeout) })
 	resp, err := c.t.base.RoundTrip(req.WithContext(ctx))
-	c.last = w.result()
+	c.observe(w.result())
 	if !timer.Stop() && req.Context().Err() == nil {
 		// The attempt timed out, even if headers arrived at the last moment.
 		if resp != nil {
@@ -53,6 +53,12 @@ func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// observe records what the latest attempt did on the wire.
+func (c *call) observe(t trace) {
+	c.last = t
+	c.maybeSent = c.maybeSent || t.wrote
 }
 
 // wireWatch collects httptrace events; net/http may call them from its

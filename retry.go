@@ -98,6 +98,9 @@ func (c *call) run() (*http.Response, error) {
 	if err != nil {
 		return nil, c.requestError(err)
 	}
+	if resp.Request == nil {
+		resp.Request = rreq.Request // lets RequestKey find the key
+	}
 	return resp, nil
 }
 
@@ -302,14 +305,14 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
+	const maxSecs = int64(24 * time.Hour / time.Second)
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if secs < 0 {
 			return 0, false
 		}
-		if secs > int64(24*time.Hour/time.Second) {
-			secs = int64(24 * time.Hour / time.Second)
-		}
-		return time.Duration(secs) * time.Second, true
+		return time.Duration(min(secs, maxSecs)) * time.Second, true
+	} else if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
+		return time.Duration(maxSecs) * time.Second, true
 	}
 	if at, err := http.ParseTime(v); err == nil {
 		return max(at.Sub(now), 0), true
