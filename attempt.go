@@ -59,6 +59,8 @@ func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func (c *call) observe(t trace) {
 	c.last = t
 	c.maybeSent = c.maybeSent || t.wrote
+	// A replay means an earlier send of this attempt may be in process.
+	c.uncertain = c.uncertain || t.replayed
 }
 
 // wireWatch collects httptrace events; net/http may call them from its

@@ -44,7 +44,12 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 func parseBaseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("saferetry: NewClient: base URL: %w", err)
+		// url.Error repeats the raw URL, password included; keep only the cause.
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return nil, fmt.Errorf("saferetry: NewClient: base URL is not a valid URL: %v", err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("saferetry: NewClient: base URL %q must be an absolute http or https URL", raw)
@@ -99,11 +104,17 @@ func (c *Client) resolve(path string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("saferetry: path %q: %w", path, err)
 	}
-	if ref.Scheme != "" || ref.Host != "" {
+	if ref.Scheme != "" || ref.Host != "" || ref.User != nil {
 		return nil, fmt.Errorf("saferetry: path %q must be relative to the base URL", path)
+	}
+	for _, seg := range strings.Split(ref.Path, "/") {
+		if seg == "." || seg == ".." {
+			return nil, fmt.Errorf("saferetry: path %q must not hold dot segments", path)
+		}
 	}
 	u := *c.baseURL
 	u.Path = u.Path + "/" + strings.TrimPrefix(ref.Path, "/")
+	u.RawPath = c.baseURL.EscapedPath() + "/" + strings.TrimPrefix(ref.EscapedPath(), "/")
 	u.RawQuery = ref.RawQuery
 	return &u, nil
 }

@@ -106,7 +106,7 @@ func WithRequestIDHeader(name string) Option {
 // REQUEST_IN_PROCESS / REQUEST_ALREADY_PROCESSED answers drive the retries.
 func WithChift() Option {
 	return func(c *config) error {
-		c.header = ChiftRequestIDHeader
+		c.header = textproto.CanonicalMIMEHeaderKey(ChiftRequestIDHeader)
 		c.keyDeduplicates = true
 		c.draftConflicts = false
 		return nil

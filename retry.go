@@ -171,7 +171,7 @@ func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (
 // classify decides whether the attempt may be repeated and whether its
 // answer is a typed idempotency error.
 func (c *call) classify(resp *http.Response, err error) (retry bool, final error) {
-	uncertainBefore := c.uncertain || c.last.replayed
+	uncertainBefore := c.uncertain
 	c.pending = nil
 	if err != nil {
 		if c.last.wrote {
