@@ -1,0 +1,119 @@
+package saferetry_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	saferetry "github.com/saferetry/saferetry-go"
+	"github.com/saferetry/saferetry-go/saferetrytest"
+)
+
+const invoicesPath = "consumers/" + consumer + "/invoicing/invoices"
+
+func TestClientDoJSONCreatesOnce(t *testing.T) {
+	srv := saferetrytest.NewChiftServer()
+	defer srv.Close()
+	srv.Script(saferetrytest.FaultUnavailable, saferetrytest.FaultDropBeforeProcessing)
+	client, err := saferetry.NewClient(srv.URL, saferetry.WithChift(), saferetry.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		ID            string `json:"id"`
+		InvoiceNumber string `json:"invoice_number"`
+	}
+	resp, err := client.DoJSON(context.Background(), "POST", invoicesPath, map[string]any{"invoice_number": "F-9"}, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := saferetry.RequestKey(resp)
+	if out.ID == "" || out.InvoiceNumber != "F-9" || srv.CreatedWithKey(key) != 1 || srv.Created() != 1 {
+		t.Fatalf("out %+v, key %q created %d, total %d", out, key, srv.CreatedWithKey(key), srv.Created())
+	}
+	inv, ok := srv.Entity(out.ID)
+	if !ok || inv.Key != key {
+		t.Fatalf("entity %q: %+v, %v; want key %q", out.ID, inv, ok, key)
+	}
+}
+
+func TestClientDoJSONErrors(t *testing.T) {
+	srv := saferetrytest.NewChiftServer()
+	defer srv.Close()
+	client, err := saferetry.NewClient(srv.URL+"/", saferetry.WithChift())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("validation error with an array detail", func(t *testing.T) {
+		_, err := client.DoJSON(context.Background(), "POST", invoicesPath, []int{1}, nil)
+		var apiErr *saferetry.APIError
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || len(apiErr.Details) == 0 || apiErr.RequestID == "" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("deliberate key reuse is already processed", func(t *testing.T) {
+		for i := range 2 {
+			req, err := client.NewRequest(context.Background(), "POST", invoicesPath, map[string]any{"invoice_number": "F-R"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set(saferetry.ChiftRequestIDHeader, "reused-key-1")
+			_, err = client.Do(req, nil)
+			if i == 0 && err != nil {
+				t.Fatalf("first: %v", err)
+			}
+			if i == 1 && (!errors.Is(err, saferetry.ErrRequestAlreadyProcessed) || saferetry.KeyFromError(err) != "reused-key-1") {
+				t.Fatalf("second: %v", err)
+			}
+		}
+	})
+	t.Run("unknown route", func(t *testing.T) {
+		_, err := client.DoJSON(context.Background(), "GET", "nope", nil, nil)
+		var apiErr *saferetry.APIError
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 404 || apiErr.Code != "ERROR_RESOURCE_NOT_SUPPORTED" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("unencodable body is refused before sending", func(t *testing.T) {
+		before := len(srv.Requests())
+		_, err := client.DoJSON(context.Background(), "POST", invoicesPath, map[string]any{"f": func() {}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "encoding request body") || len(srv.Requests()) != before {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+func TestClientKeepsTheCallersHTTPClient(t *testing.T) {
+	hit := false
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hit = r.Header.Get("X-Via-Caller") == "yes"
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer api.Close()
+	caller := &http.Client{Timeout: 5 * time.Second, Transport: headerTransport{api.Client().Transport}}
+	client, err := saferetry.NewClient(api.URL, saferetry.WithHTTPClient(caller))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if client.HTTPClient().Timeout != 5*time.Second || client.HTTPClient() == caller {
+		t.Fatal("the wrapped client is not a copy of the caller's")
+	}
+	if _, err := client.DoJSON(context.Background(), "POST", "x", map[string]int{"a": 1}, &struct{}{}); err != nil || !hit {
+		t.Fatalf("err %v, request through the caller's transport: %v", err, hit)
+	}
+	if _, ok := caller.Transport.(headerTransport); !ok {
+		t.Fatal("the caller's client was modified")
+	}
+}
+
+type headerTransport struct{ base http.RoundTripper }
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Via-Caller", "yes")
+	return h.base.RoundTrip(r)
+}

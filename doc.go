@@ -1,0 +1,69 @@
+// Package saferetry makes writes to payment and accounting APIs safe to
+// retry: a POST that timed out is neither created twice nor silently lost.
+//
+// The heart of the package is Transport, an http.RoundTripper. For every
+// logical request it stamps one idempotency key (a UUIDv4, or the key the
+// caller set), and it retries only what is safe to retry, with the same key
+// and the same bytes on every attempt, waiting a jittered exponential backoff
+// and honouring Retry-After. Wrap puts it under an existing http.Client:
+//
+//	hc, err := saferetry.Wrap(http.DefaultClient, saferetry.WithChift())
+//
+// # What is retried
+//
+// A request whose bytes never left (a refused connection, a DNS failure) is
+// always retried. A request that may have reached the server is retried only
+// if repeating it cannot apply it twice: GET, HEAD, PUT, DELETE, OPTIONS, or
+// a request carrying an idempotency key the server deduplicates on. Those are
+// retried after a connection lost or timed out after sending, and on 408,
+// 429, 502, 503, 504 and 409 REQUEST_IN_PROCESS. Every other 4xx is returned
+// at once, and so is 500: it is the server's answer.
+//
+// When the retries run out on a status, the last response is returned with
+// its body readable. When they run out on errors, the error is a
+// *RequestError with the key and the attempt count; it matches
+// ErrOutcomeUnknown when an attempt may have reached the server, so the
+// caller knows to reconcile with that key rather than start over with a new
+// one.
+//
+// # Typed errors
+//
+// Two Chift answers are the idempotency protocol talking to the transport
+// and come back from RoundTrip as an error instead of a response:
+// 409 REQUEST_ALREADY_PROCESSED (ErrRequestAlreadyProcessed) and 409
+// REQUEST_IN_PROCESS once the retries are spent (ErrRequestInProcess). Both
+// are *APIError values with the key in RequestID:
+//
+//	resp, err := hc.Do(req)
+//	var apiErr *saferetry.APIError
+//	switch {
+//	case errors.Is(err, saferetry.ErrRequestAlreadyProcessed):
+//		// created before; apiErr.OriginalStatus holds its status
+//	case errors.As(err, &apiErr):
+//		log.Printf("key %s: %v", apiErr.RequestID, err)
+//	}
+//
+// They are matched on Chift's error_code, never on 409 alone: Chift also
+// answers 409 for business conflicts such as ERROR_INVOICE_NUMBER_ALREADY_USED,
+// which pass through as responses. CheckResponse turns any non-2xx response
+// into an *APIError for callers who prefer errors.
+//
+// For the default Idempotency-Key header, the answers follow the IETF
+// Idempotency-Key draft: a bare 409 that answers a retry after an attempt of
+// unknown outcome means the original is still in progress and is waited out;
+// a 422 to a retry is ErrKeyReused.
+//
+// # Bodies
+//
+// A request body with GetBody (what http.NewRequest sets for in-memory
+// readers) is replayed through GetBody without a copy. Another body is
+// buffered up to WithMaxBufferedBody (4 MiB by default) to be resent; a
+// larger one streams through once and is never retried.
+//
+// # Keys
+//
+// A key must be 1 to 255 printable ASCII characters; anything else is
+// refused before a byte is sent. The key a request carried can be read from
+// its response with RequestKey and from any error with KeyFromError; the id
+// a server echoes in X-Request-Id with ServerRequestID.
+package saferetry
