@@ -117,6 +117,9 @@ func logAttempt(ctx context.Context, l *slog.Logger, a Attempt) {
 		slog.Int("status", a.StatusCode), slog.Bool("sent", a.Sent),
 		slog.Bool("retry", a.Retry), slog.Duration("wait", a.Wait),
 	}
+	if a.Code != "" {
+		attrs = append(attrs, slog.String("code", a.Code))
+	}
 	if a.Err != nil {
 		attrs = append(attrs, slog.String("error", a.Err.Error()))
 	}

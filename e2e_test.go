@@ -221,3 +221,42 @@ func TestContextDeadlineStopsRetries(t *testing.T) {
 		t.Fatalf("status = %d", resp.StatusCode)
 	}
 }
+
+func TestBodyIsSentWithItsLength(t *testing.T) {
+	type seen struct {
+		length  int64
+		chunked bool
+		body    string
+	}
+	var got []seen
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, seen{r.ContentLength, len(r.TransferEncoding) > 0, string(b)})
+		n := len(got)
+		mu.Unlock()
+		if n%2 == 1 {
+			w.WriteHeader(503)
+		}
+	}))
+	defer srv.Close()
+	tr := newTestTransport(t, nil)
+	withGetBody, _ := http.NewRequest("POST", srv.URL, strings.NewReader(`{"a":1}`))
+	withoutGetBody, _ := http.NewRequest("POST", srv.URL, io.NopCloser(strings.NewReader(`{"a":1}`)))
+	for _, req := range []*http.Request{withGetBody, withoutGetBody} {
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if len(got) != 4 {
+		t.Fatalf("%d requests, want 4", len(got))
+	}
+	for i, s := range got {
+		if s.length != 7 || s.chunked || s.body != `{"a":1}` {
+			t.Errorf("attempt %d arrived as %+v, want Content-Length 7, not chunked", i+1, s)
+		}
+	}
+}

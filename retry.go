@@ -28,6 +28,7 @@ type Attempt struct {
 	Key        string // the idempotency key, "" if the request carries none
 	Number     int    // 1 for the first attempt
 	StatusCode int    // 0 when the attempt ended without a response
+	Code       string // the error_code of a 409 the transport read, e.g. REQUEST_IN_PROCESS
 	Err        error  // the transport error, if any
 	// Sent is false only when the request certainly did not reach the server
 	// (no byte of it was written).
@@ -49,10 +50,11 @@ type call struct {
 	body *bodySource
 
 	attempt   int
-	maybeSent bool  // some attempt may have reached the server
-	uncertain bool  // some attempt's outcome is unknown: a bare 409 means "in process"
-	last      trace // what the latest attempt did on the wire
-	pending   error // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	maybeSent bool   // some attempt may have reached the server
+	uncertain bool   // some attempt's outcome is unknown: a bare 409 means "in process"
+	last      trace  // what the latest attempt did on the wire
+	pending   error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	code      string // error_code of the latest answer, when it was read
 	wait      time.Duration
 
 	bo backoff.ExponentialBackOff
@@ -121,10 +123,12 @@ func (c *call) request() (*retryablehttp.Request, error) {
 	case c.body.oneShot:
 		clone.Body, clone.GetBody = c.body.once, nil
 	case c.body.get != nil:
-		clone.GetBody, clone.ContentLength = c.body.get, c.body.length
 		if err := rreq.SetBody(retryablehttp.ReaderFunc(c.body.reader)); err != nil {
 			return nil, err
 		}
+		// SetBody only learns a length from readers with Len; keep the real
+		// one so the body is not sent chunked.
+		clone.GetBody, clone.ContentLength = c.body.get, c.body.length
 	default:
 		clone.Body, clone.GetBody = nil, nil
 	}
@@ -172,7 +176,7 @@ func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (
 // answer is a typed idempotency error.
 func (c *call) classify(resp *http.Response, err error) (retry bool, final error) {
 	uncertainBefore := c.uncertain
-	c.pending = nil
+	c.pending, c.code = nil, ""
 	if err != nil {
 		if c.last.wrote {
 			c.uncertain = true
@@ -208,6 +212,7 @@ func (c *call) classifyConflict(resp *http.Response, uncertainBefore bool) (bool
 		return false, nil
 	}
 	apiErr := c.apiError(resp)
+	c.code = apiErr.Code
 	switch {
 	case errors.Is(apiErr, ErrRequestAlreadyProcessed):
 		return false, apiErr
@@ -285,7 +290,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 		Err: err, Sent: c.last.wrote || resp != nil, Replayed: c.last.replayed, Retry: retry,
 	}
 	if resp != nil {
-		a.StatusCode = resp.StatusCode
+		a.StatusCode, a.Code = resp.StatusCode, c.code
 	}
 	if retry {
 		a.Wait = c.wait

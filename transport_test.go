@@ -429,7 +429,8 @@ func TestAlreadyProcessedIsTypedError(t *testing.T) {
 
 func TestInProcessIsWaitedOut(t *testing.T) {
 	mt, api := newMockAPI(t, ChiftRequestIDHeader, answer(409, inProcessBody), answer(409, inProcessBody), answer(200, `{"id":"inv_9"}`))
-	tr := newTestTransport(t, mt, WithChift())
+	var codes []string
+	tr := newTestTransport(t, mt, WithChift(), WithObserver(func(a Attempt) { codes = append(codes, a.Code) }))
 	resp, err := tr.RoundTrip(newPost(t, "{}"))
 	if err != nil {
 		t.Fatal(err)
@@ -437,6 +438,9 @@ func TestInProcessIsWaitedOut(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || api.attempts() != 3 {
 		t.Fatalf("status %d after %d attempts", resp.StatusCode, api.attempts())
+	}
+	if want := []string{"REQUEST_IN_PROCESS", "REQUEST_IN_PROCESS", ""}; !reflect.DeepEqual(codes, want) {
+		t.Fatalf("observed codes %q, want %q", codes, want)
 	}
 }
 
