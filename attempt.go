@@ -27,6 +27,13 @@ type attemptTransport struct{ c *call }
 func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := a.c
 	c.attempt++
+	if s := c.t.cfg.signer; s != nil && s.applies(req.URL) {
+		signed, err := s.sign(req)
+		if err != nil {
+			return nil, err
+		}
+		req = signed
+	}
 	w := &wireWatch{}
 	ctx := httptrace.WithClientTrace(req.Context(), w.clientTrace())
 	timeout := c.t.cfg.attemptTimeout

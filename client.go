@@ -18,18 +18,23 @@ const maxResponseBody = 16 << 20
 
 // Client is a JSON API client over an http.Client wrapped by a Transport.
 type Client struct {
+	// Transfers is zerohash's transfers API, with exactly-once Create.
+	Transfers *TransfersService
+
 	baseURL    *url.URL
 	httpClient *http.Client
+	transport  *Transport
 }
 
 // NewClient returns a client for the API at baseURL (absolute http or https
 // URL; its path, if any, prefixes every request path). The options configure
 // the Transport; WithHTTPClient chooses the client to wrap.
 func NewClient(baseURL string, opts ...Option) (*Client, error) {
-	base, err := parseBaseURL(baseURL)
+	base, err := parseBaseURL("NewClient", baseURL)
 	if err != nil {
 		return nil, err
 	}
+	opts = append(opts[:len(opts):len(opts)], withSigningOrigin(base))
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
@@ -38,10 +43,13 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{baseURL: base, httpClient: hc}, nil
+	c := &Client{baseURL: base, httpClient: hc, transport: hc.Transport.(*Transport)}
+	c.Transfers = &TransfersService{client: c}
+	return c, nil
 }
 
-func parseBaseURL(raw string) (*url.URL, error) {
+// parseBaseURL checks an API base URL; who names the caller in errors.
+func parseBaseURL(who, raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Error repeats the raw URL, password included; keep only the cause.
@@ -49,13 +57,13 @@ func parseBaseURL(raw string) (*url.URL, error) {
 		if errors.As(err, &urlErr) {
 			err = urlErr.Err
 		}
-		return nil, fmt.Errorf("saferetry: NewClient: base URL is not a valid URL: %v", err)
+		return nil, fmt.Errorf("saferetry: %s: base URL is not a valid URL: %v", who, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("saferetry: NewClient: base URL %q must be an absolute http or https URL", raw)
+		return nil, fmt.Errorf("saferetry: %s: base URL %q must be an absolute http or https URL", who, raw)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("saferetry: NewClient: base URL %q must not carry user info, a query or a fragment", u.Redacted())
+		return nil, fmt.Errorf("saferetry: %s: base URL %q must not carry user info, a query or a fragment", who, u.Redacted())
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""

@@ -328,6 +328,10 @@ func KeyFromError(err error) string {
 	if errors.As(err, &reqErr) && reqErr.Key != "" {
 		return reqErr.Key
 	}
+	var outcomeErr *TransferOutcomeError
+	if errors.As(err, &outcomeErr) {
+		return outcomeErr.ClientTransferID
+	}
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.RequestID

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -51,6 +52,9 @@ type config struct {
 	observer        func(Attempt)
 	newKey          func() (string, error)
 	httpClient      *http.Client
+	signer          *zeroHashSigner
+	signingOrigin   *url.URL
+	clock           func() time.Time
 }
 
 func defaultConfig() config {
@@ -79,6 +83,9 @@ func newConfig(opts []Option) (config, error) {
 		if err := opt(&cfg); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := cfg.finishSigner(); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.backoffInitial > cfg.backoffMax {
 		errs = append(errs, fmt.Errorf("saferetry: WithBackoff: initial %v is greater than max %v", cfg.backoffInitial, cfg.backoffMax))

@@ -1,0 +1,323 @@
+package saferetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TransferUniquenessWindow is how long zerohash keeps a client_transfer_id
+// unique. Create never reposts an id it knows to be older than this, less
+// a safety margin: past the window, a repost could create a second transfer.
+const TransferUniquenessWindow = 72 * time.Hour
+
+const transferRepostMargin = time.Hour
+
+// TransfersService is zerohash's transfers API.
+type TransfersService struct {
+	client *Client
+}
+
+// TransferRequest is the body of POST /transfers.
+type TransferRequest struct {
+	ClientTransferID    string `json:"client_transfer_id"` // empty: Create generates a UUIDv4
+	FromParticipantCode string `json:"from_participant_code"`
+	FromAccountGroup    string `json:"from_account_group"`
+	FromAccountLabel    string `json:"from_account_label,omitempty"`
+	ToParticipantCode   string `json:"to_participant_code"`
+	ToAccountGroup      string `json:"to_account_group"`
+	ToAccountLabel      string `json:"to_account_label,omitempty"`
+	Asset               string `json:"asset"`
+	Amount              string `json:"amount"` // a decimal string, e.g. "20.1"
+	Prefunded           *bool  `json:"prefunded,omitempty"`
+
+	// FirstSentAt is, when this request resumes a create begun earlier (by
+	// a process that crashed, say) with the same ClientTransferID, when
+	// that create was first sent. Create then refuses to repost once the
+	// uniqueness window may have passed. Zero: this call is the first.
+	FirstSentAt time.Time `json:"-"`
+}
+
+// Transfer is zerohash's transfer object.
+type Transfer struct {
+	ID                  int64     `json:"id"`
+	ClientTransferID    string    `json:"client_transfer_id"`
+	Status              string    `json:"status"`
+	CreatedAt           time.Time `json:"created_at"`
+	UpdatedAt           time.Time `json:"updated_at"`
+	FromParticipantCode string    `json:"from_participant_code"`
+	FromAccountGroup    string    `json:"from_account_group"`
+	FromAccountLabel    string    `json:"from_account_label"`
+	ToParticipantCode   string    `json:"to_participant_code"`
+	ToAccountGroup      string    `json:"to_account_group"`
+	ToAccountLabel      string    `json:"to_account_label"`
+	Asset               string    `json:"asset"`
+	Amount              string    `json:"amount"`
+	MovementID          string    `json:"movement_id"` // empty until the transfer is settled
+	AdminTransfer       bool      `json:"admin_transfer"`
+	ParentLinkID        string    `json:"parent_link_id"`
+	ParentLinkIDSource  string    `json:"parent_link_id_source"`
+	Prefunded           bool      `json:"prefunded"`
+
+	// Outcome says how Create obtained this transfer; zero for transfers
+	// that were read, not created.
+	Outcome CreateOutcome `json:"-"`
+}
+
+// CreateOutcome is the path Transfers.Create took to its result.
+type CreateOutcome int
+
+const (
+	// OutcomeCreated: the first POST created the transfer and its answer
+	// arrived.
+	OutcomeCreated CreateOutcome = iota + 1
+	// OutcomeReposted: a POST failed ambiguously, the lookup found nothing,
+	// and a repost with the same client_transfer_id created the transfer.
+	OutcomeReposted
+	// OutcomeRecovered: the answer to a POST was lost (or zerohash said the
+	// id exists), and the transfer was found by looking it up.
+	OutcomeRecovered
+)
+
+func (o CreateOutcome) String() string {
+	switch o {
+	case OutcomeCreated:
+		return "created"
+	case OutcomeReposted:
+		return "reposted"
+	case OutcomeRecovered:
+		return "recovered"
+	}
+	return "unknown"
+}
+
+// UnmarshalJSON accepts zerohash's nulls and a number or a string for id
+// and amount.
+func (t *Transfer) UnmarshalJSON(data []byte) error {
+	type plain Transfer
+	var raw struct {
+		plain
+		ID                 json.Number `json:"id"`
+		Amount             json.Number `json:"amount"`
+		ClientTransferID   *string     `json:"client_transfer_id"`
+		FromAccountLabel   *string     `json:"from_account_label"`
+		ToAccountLabel     *string     `json:"to_account_label"`
+		MovementID         *string     `json:"movement_id"`
+		ParentLinkID       *string     `json:"parent_link_id"`
+		ParentLinkIDSource *string     `json:"parent_link_id_source"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	id, err := strconv.ParseInt(raw.ID.String(), 10, 64)
+	if err != nil {
+		return fmt.Errorf("transfer id %q is not an integer", raw.ID)
+	}
+	*t = Transfer(raw.plain)
+	t.ID, t.Amount = id, raw.Amount.String()
+	t.ClientTransferID, t.FromAccountLabel, t.ToAccountLabel = deref(raw.ClientTransferID), deref(raw.FromAccountLabel), deref(raw.ToAccountLabel)
+	t.MovementID, t.ParentLinkID, t.ParentLinkIDSource = deref(raw.MovementID), deref(raw.ParentLinkID), deref(raw.ParentLinkIDSource)
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// decodeTransfer reads a transfer with or without zerohash's
+// {"message": ...} wrapper.
+func decodeTransfer(body []byte) (*Transfer, error) {
+	var wrapped struct {
+		Message json.RawMessage `json:"message"`
+	}
+	if err := json.Unmarshal(body, &wrapped); err != nil {
+		return nil, fmt.Errorf("saferetry: decoding transfer: %w", err)
+	}
+	if len(wrapped.Message) > 0 && wrapped.Message[0] == '{' {
+		body = wrapped.Message
+	}
+	var t Transfer
+	if err := json.Unmarshal(body, &t); err != nil {
+		return nil, fmt.Errorf("saferetry: decoding transfer: %w", err)
+	}
+	return &t, nil
+}
+
+var (
+	decimalAmount = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?$`)
+	accountLabel  = regexp.MustCompile(`^[A-Za-z0-9:_-]+$`)
+)
+
+// validate checks what zerohash would refuse, before anything is sent.
+func (r *TransferRequest) validate() error {
+	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"FromParticipantCode", r.FromParticipantCode}, {"FromAccountGroup", r.FromAccountGroup},
+		{"ToParticipantCode", r.ToParticipantCode}, {"ToAccountGroup", r.ToAccountGroup}, {"Asset", r.Asset},
+	} {
+		if strings.TrimSpace(f.value) == "" {
+			errs = append(errs, fmt.Errorf("%s is required", f.name))
+		}
+	}
+	if !decimalAmount.MatchString(r.Amount) || strings.Trim(r.Amount, "0.") == "" {
+		errs = append(errs, fmt.Errorf("Amount %q is not a positive decimal string", r.Amount))
+	}
+	for _, f := range []struct{ name, value string }{{"FromAccountLabel", r.FromAccountLabel}, {"ToAccountLabel", r.ToAccountLabel}} {
+		if f.value != "" && !accountLabel.MatchString(f.value) {
+			errs = append(errs, fmt.Errorf("%s %q may hold only letters, digits, ':', '_' and '-'", f.name, f.value))
+		}
+	}
+	if r.ClientTransferID != "" {
+		if err := validateKey(r.ClientTransferID); err != nil {
+			errs = append(errs, fmt.Errorf("ClientTransferID: %s", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("saferetry: invalid transfer request: %w", err)
+	}
+	return nil
+}
+
+// matches reports whether an existing transfer is the one r asks for, so a
+// reused client_transfer_id is never taken for another transfer.
+func (r *TransferRequest) matches(t *Transfer) bool {
+	return t.FromParticipantCode == r.FromParticipantCode && t.FromAccountGroup == r.FromAccountGroup &&
+		t.ToParticipantCode == r.ToParticipantCode && t.ToAccountGroup == r.ToAccountGroup &&
+		t.FromAccountLabel == r.FromAccountLabel && t.ToAccountLabel == r.ToAccountLabel &&
+		t.Asset == r.Asset && sameDecimal(t.Amount, r.Amount)
+}
+
+// sameDecimal compares decimal strings by value ("1.50" is "1.5").
+func sameDecimal(a, b string) bool {
+	norm := func(s string) string {
+		if strings.Contains(s, ".") {
+			s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+		}
+		s = strings.TrimLeft(s, "0")
+		return s
+	}
+	return norm(a) == norm(b)
+}
+
+// ListTransfersOptions are the filters and paging of GET /transfers.
+type ListTransfersOptions struct {
+	ClientTransferID    string
+	FromParticipantCode string
+	ToParticipantCode   string
+	FromAccountGroup    string
+	ToAccountGroup      string
+	FromAccountLabel    string
+	ToAccountLabel      string
+	Currency            string
+	// RequestedAfter and RequestedBefore filter on the request time
+	// (requested_timestamp[gte] and [lt]); zero: no bound.
+	RequestedAfter  time.Time
+	RequestedBefore time.Time
+	Page            int // from 1; 0: the first page
+	PageSize        int // 1 to 100; 0: the server's default
+}
+
+// TransferPage is one page of GET /transfers.
+type TransferPage struct {
+	Transfers  []Transfer `json:"message"`
+	Page       int        `json:"page"`
+	PageSize   int        `json:"page_size"`
+	TotalPages int        `json:"total_pages"`
+	Count      int        `json:"count"`
+}
+
+func (o ListTransfersOptions) query() (url.Values, error) {
+	if o.Page < 0 || o.PageSize < 0 || o.PageSize > 100 {
+		return nil, fmt.Errorf("saferetry: ListTransfersOptions: page %d or page size %d out of range (page >= 1, page size 1..100)", o.Page, o.PageSize)
+	}
+	q := url.Values{}
+	for name, v := range map[string]string{
+		"client_transfer_id": o.ClientTransferID, "from_participant_code": o.FromParticipantCode,
+		"to_participant_code": o.ToParticipantCode, "from_account_group": o.FromAccountGroup,
+		"to_account_group": o.ToAccountGroup, "from_account_label": o.FromAccountLabel,
+		"to_account_label": o.ToAccountLabel, "currency": o.Currency,
+	} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	if !o.RequestedAfter.IsZero() {
+		q.Set("requested_timestamp[gte]", strconv.FormatInt(o.RequestedAfter.Unix(), 10))
+	}
+	if !o.RequestedBefore.IsZero() {
+		q.Set("requested_timestamp[lt]", strconv.FormatInt(o.RequestedBefore.Unix(), 10))
+	}
+	if o.Page > 0 {
+		q.Set("page", strconv.Itoa(o.Page))
+	}
+	if o.PageSize > 0 {
+		q.Set("page_size", strconv.Itoa(o.PageSize))
+	}
+	return q, nil
+}
+
+// List returns one page of transfers matching opts.
+func (s *TransfersService) List(ctx context.Context, opts ListTransfersOptions) (*TransferPage, error) {
+	q, err := opts.query()
+	if err != nil {
+		return nil, err
+	}
+	path := "transfers"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var page TransferPage
+	if _, err := s.client.DoJSON(ctx, http.MethodGet, path, nil, &page); err != nil {
+		return nil, err
+	}
+	return &page, nil
+}
+
+// Get returns the transfer with zerohash's numeric id.
+func (s *TransfersService) Get(ctx context.Context, id int64) (*Transfer, error) {
+	var wrapped struct {
+		Message Transfer `json:"message"`
+	}
+	if _, err := s.client.DoJSON(ctx, http.MethodGet, "transfers/"+strconv.FormatInt(id, 10), nil, &wrapped); err != nil {
+		return nil, err
+	}
+	return &wrapped.Message, nil
+}
+
+// ErrTransferNotFound: no transfer has the client_transfer_id asked for.
+var ErrTransferNotFound = errors.New("saferetry: transfer not found")
+
+// FindByClientTransferID looks a transfer up by the id the client chose.
+// No match, as an empty page or a 404, is ErrTransferNotFound.
+func (s *TransfersService) FindByClientTransferID(ctx context.Context, id string) (*Transfer, error) {
+	if err := validateKey(id); err != nil {
+		return nil, fmt.Errorf("saferetry: client_transfer_id: %s", err)
+	}
+	page, err := s.List(ctx, ListTransfersOptions{ClientTransferID: id})
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+		return nil, ErrTransferNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i := range page.Transfers {
+		if page.Transfers[i].ClientTransferID == id {
+			return &page.Transfers[i], nil
+		}
+	}
+	return nil, ErrTransferNotFound
+}
