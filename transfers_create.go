@@ -47,9 +47,13 @@ const (
 	postAmbiguous               // may or may not exist: look it up first
 )
 
-// lookupRetries bounds the lookups after one ambiguous failure, beside the
-// context.
-const lookupRetries = 8
+// Bounds of one Create beside its context: how many POSTs it makes (the
+// first and the reposts after a lookup found nothing or a failure proved
+// nothing was processed), and how many times one lookup is repeated.
+const (
+	maxTransferPosts = 4
+	lookupRetries    = 8
+)
 
 // Create creates a transfer exactly once, following zerohash's recipe. It
 // posts once; after an ambiguous failure (timeout, connection lost after
@@ -122,7 +126,7 @@ func (r *createRun) run(ctx context.Context) (*Transfer, error) {
 				return nil, r.unknown("context ended before the transfer could be posted again", err)
 			}
 		}
-		if posts > r.cfg.maxRetries {
+		if posts >= maxTransferPosts {
 			return nil, r.unknown(fmt.Sprintf("gave up after %d posts", posts), lastErr)
 		}
 		if err := r.mayRepost(); err != nil {
