@@ -47,4 +47,20 @@
 //
 // Every request, whatever its path, is kept for Requests, with the fault it
 // met and the status written.
+//
+// # zerohash transfers
+//
+// ZeroHashServer is a second, independent fake, of zerohash's POST
+// /transfers, GET /transfers, GET /transfers/{id} and GET /time, with
+// zerohash's HMAC request signing (X-SCX-* headers, 60 s timestamp window)
+// and X-Request-Id echo. Its idempotency key is the client_transfer_id body
+// field, unique for a rolling 72 hours: a repeat gets 400
+// {"error":true,"message":"Request does not contain an unique
+// client_transfer_id"} (zerohash documents the body, not the status; 400 is
+// this fake's choice). The documented recovery after an ambiguous failure
+// is to look the transfer up with GET /transfers?client_transfer_id=... and
+// to repost only if it is absent. Script feeds faults to POST /transfers and
+// ScriptLookup to the two GETs; the order of checks and faults, the error
+// bodies and the choices made where zerohash is silent are listed on
+// ZeroHashServer.
 package saferetrytest
