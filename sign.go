@@ -2,6 +2,7 @@ package saferetry
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -156,4 +157,28 @@ func (s *zeroHashSigner) setServerTime(server, local time.Time) time.Duration {
 	offset := server.Sub(local)
 	s.offset.Store(int64(offset))
 	return offset
+}
+
+// SyncZeroHashClock reads zerohash's clock (GET /time) and from then on
+// signs with timestamps corrected by the difference, for hosts whose clock
+// is off by more than zerohash's 60 s tolerance. It returns the offset
+// applied (server minus local).
+func (c *Client) SyncZeroHashClock(ctx context.Context) (time.Duration, error) {
+	signer := c.transport.cfg.signer
+	if signer == nil {
+		return 0, errors.New("saferetry: SyncZeroHashClock: the client has no WithZeroHashAuth")
+	}
+	sent := time.Now()
+	var answer struct {
+		Epoch int64 `json:"epoch"`
+	}
+	if _, err := c.DoJSON(ctx, http.MethodGet, "time", nil, &answer); err != nil {
+		return 0, err
+	}
+	if answer.Epoch <= 0 {
+		return 0, errors.New("saferetry: SyncZeroHashClock: GET /time gave no epoch")
+	}
+	received := time.Now()
+	midpoint := sent.Add(received.Sub(sent) / 2)
+	return signer.setServerTime(time.Unix(answer.Epoch, 0), signer.now().Add(midpoint.Sub(received))), nil
 }
