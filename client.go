@@ -34,7 +34,7 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts[:len(opts):len(opts)], withSigningOrigin(base))
+	opts = append(opts[:len(opts):len(opts)], withAPIOrigin(base))
 	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err

@@ -53,7 +53,7 @@ type config struct {
 	newKey          func() (string, error)
 	httpClient      *http.Client
 	signer          *zeroHashSigner
-	signingOrigin   *url.URL
+	apiOrigin   *url.URL
 	clock           func() time.Time
 }
 

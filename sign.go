@@ -41,7 +41,7 @@ type zeroHashSigner struct {
 // X-SCX-SIGNED = base64(HMAC-SHA256(secret, timestamp+METHOD+path?query+body)),
 // with "{}" as the body of a GET. It implies WithZeroHashRequestID. Only
 // requests to the API's own scheme and host are signed (NewClient's base
-// URL, or WithSigningBaseURL); a redirect elsewhere gets no credentials.
+// URL, or WithAPIBaseURL); a redirect elsewhere gets no credentials.
 func WithZeroHashAuth(apiKey, base64Secret, passphrase string) Option {
 	return func(c *config) error {
 		if strings.TrimSpace(apiKey) == "" || strings.TrimSpace(passphrase) == "" {
@@ -59,23 +59,23 @@ func WithZeroHashAuth(apiKey, base64Secret, passphrase string) Option {
 	}
 }
 
-// WithSigningBaseURL names the API whose requests WithZeroHashAuth signs,
+// WithAPIBaseURL names the API whose requests WithZeroHashAuth signs,
 // for NewTransport and Wrap (NewClient uses its base URL).
-func WithSigningBaseURL(baseURL string) Option {
+func WithAPIBaseURL(baseURL string) Option {
 	return func(c *config) error {
-		u, err := parseBaseURL("WithSigningBaseURL", baseURL)
+		u, err := parseBaseURL("WithAPIBaseURL", baseURL)
 		if err != nil {
 			return err
 		}
-		c.signingOrigin = u
+		c.apiOrigin = u
 		return nil
 	}
 }
 
-// withSigningOrigin is NewClient's WithSigningBaseURL, from its base URL.
-func withSigningOrigin(u *url.URL) Option {
+// withAPIOrigin is NewClient's WithAPIBaseURL, from its base URL.
+func withAPIOrigin(u *url.URL) Option {
 	return func(c *config) error {
-		c.signingOrigin = u
+		c.apiOrigin = u
 		return nil
 	}
 }
@@ -97,10 +97,10 @@ func (c *config) finishSigner() error {
 	if c.signer == nil {
 		return nil
 	}
-	if c.signingOrigin == nil {
-		return errors.New("saferetry: WithZeroHashAuth: no API host to sign for: use NewClient, or add WithSigningBaseURL")
+	if c.apiOrigin == nil {
+		return errors.New("saferetry: WithZeroHashAuth: no API host to sign for: use NewClient, or add WithAPIBaseURL")
 	}
-	c.signer.scheme, c.signer.host = c.signingOrigin.Scheme, strings.ToLower(c.signingOrigin.Host)
+	c.signer.scheme, c.signer.host = c.apiOrigin.Scheme, strings.ToLower(c.apiOrigin.Host)
 	if c.clock != nil {
 		c.signer.now = c.clock
 	}

@@ -62,7 +62,7 @@ func TestSignatureOnEveryAttempt(t *testing.T) {
 	}))
 	defer srv.Close()
 	tr := newTestTransport(t, nil, WithZeroHashAuth("key-1", testSecret, "pass-1"),
-		WithSigningBaseURL(srv.URL), WithZeroHashClock(tickingClock()))
+		WithAPIBaseURL(srv.URL), WithZeroHashClock(tickingClock()))
 	req, _ := http.NewRequest("POST", srv.URL+"/transfers?x=1", strings.NewReader(`{"amount":"1.5"}`))
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -93,7 +93,7 @@ func TestGetIsSignedWithEmptyObject(t *testing.T) {
 	var got http.Header
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r.Header.Clone() }))
 	defer srv.Close()
-	tr := newTestTransport(t, nil, WithZeroHashAuth("key-1", testSecret, "pass-1"), WithSigningBaseURL(srv.URL))
+	tr := newTestTransport(t, nil, WithZeroHashAuth("key-1", testSecret, "pass-1"), WithAPIBaseURL(srv.URL))
 	req, _ := http.NewRequest("GET", srv.URL+"/transfers?client_transfer_id=a%2Fb&page=2", nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -113,7 +113,7 @@ func TestRedirectToAnotherHostCarriesNoCredentials(t *testing.T) {
 		http.Redirect(w, r, other.URL+"/landing", http.StatusTemporaryRedirect)
 	}))
 	defer api.Close()
-	hc, err := Wrap(nil, WithZeroHashAuth("key-1", testSecret, "pass-1"), WithSigningBaseURL(api.URL))
+	hc, err := Wrap(nil, WithZeroHashAuth("key-1", testSecret, "pass-1"), WithAPIBaseURL(api.URL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,10 +141,10 @@ func TestZeroHashAuthOptionErrors(t *testing.T) {
 		opts []Option
 		want string
 	}{
-		{"secret not base64", []Option{WithZeroHashAuth("k", "not base64!!", "p"), WithSigningBaseURL("https://api.test")}, "not valid"},
-		{"empty key", []Option{WithZeroHashAuth("", testSecret, "p"), WithSigningBaseURL("https://api.test")}, "must not be empty"},
+		{"secret not base64", []Option{WithZeroHashAuth("k", "not base64!!", "p"), WithAPIBaseURL("https://api.test")}, "not valid"},
+		{"empty key", []Option{WithZeroHashAuth("", testSecret, "p"), WithAPIBaseURL("https://api.test")}, "must not be empty"},
 		{"no host", []Option{WithZeroHashAuth("k", testSecret, "p")}, "no API host"},
-		{"bad signing URL", []Option{WithSigningBaseURL("ftp://x")}, "WithSigningBaseURL"},
+		{"bad signing URL", []Option{WithAPIBaseURL("ftp://x")}, "WithAPIBaseURL"},
 		{"nil clock", []Option{WithZeroHashClock(nil)}, "WithZeroHashClock"},
 	}
 	for _, tt := range tests {
