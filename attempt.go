@@ -27,12 +27,9 @@ type attemptTransport struct{ c *call }
 func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c := a.c
 	c.attempt++
-	if s := c.t.cfg.signer; s != nil && s.applies(req.URL) {
-		signed, err := s.sign(req)
-		if err != nil {
-			return nil, err
-		}
-		req = signed
+	req, err := c.authenticate(req)
+	if err != nil {
+		return nil, err
 	}
 	w := &wireWatch{}
 	ctx := httptrace.WithClientTrace(req.Context(), w.clientTrace())
@@ -60,6 +57,24 @@ func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return resp, nil
+}
+
+// authenticate gives one attempt its credentials, fresh ones every time,
+// and only when it goes to the API's own host.
+func (c *call) authenticate(req *http.Request) (*http.Request, error) {
+	if s := c.t.cfg.signer; s != nil && s.applies(req.URL) {
+		return s.sign(req)
+	}
+	if a := c.t.auth; a != nil && a.applies(req.URL) {
+		token, err := a.token()
+		if err != nil {
+			return nil, err
+		}
+		c.token = token
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return req, nil
 }
 
 // observe records what the latest attempt did on the wire.

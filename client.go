@@ -20,6 +20,9 @@ const maxResponseBody = 16 << 20
 type Client struct {
 	// Transfers is zerohash's transfers API, with exactly-once Create.
 	Transfers *TransfersService
+	// Chift is Chift's monitoring lookup and creates that survive a lost
+	// response.
+	Chift *ChiftService
 
 	baseURL    *url.URL
 	httpClient *http.Client
@@ -45,6 +48,7 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	}
 	c := &Client{baseURL: base, httpClient: hc, transport: hc.Transport.(*Transport)}
 	c.Transfers = &TransfersService{client: c}
+	c.Chift = &ChiftService{client: c}
 	return c, nil
 }
 

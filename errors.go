@@ -328,13 +328,38 @@ func KeyFromError(err error) string {
 	if errors.As(err, &reqErr) && reqErr.Key != "" {
 		return reqErr.Key
 	}
-	var outcomeErr *TransferOutcomeError
+	var outcomeErr *OutcomeError
 	if errors.As(err, &outcomeErr) {
-		return outcomeErr.ClientTransferID
+		return outcomeErr.Key
 	}
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
 		return apiErr.RequestID
 	}
 	return ""
+}
+
+// OutcomeError: a create could not learn whether it happened. It matches
+// ErrOutcomeUnknown. Keep Key, the idempotency key (Chift's request id or
+// zerohash's client_transfer_id), and look the outcome up with it later
+// before trying again.
+type OutcomeError struct {
+	Key    string
+	Reason string
+	Err    error // the last failure, if any
+}
+
+func (e *OutcomeError) Error() string {
+	msg := fmt.Sprintf("saferetry: outcome unknown for key %s: %s", e.Key, e.Reason)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *OutcomeError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrOutcomeUnknown}
+	}
+	return []error{ErrOutcomeUnknown, e.Err}
 }

@@ -1,6 +1,6 @@
 module github.com/saferetry/saferetry-go
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
@@ -12,4 +12,5 @@ require (
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/jarcoal/httpmock v1.4.2 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
+	golang.org/x/oauth2 v0.34.0 // indirect
 )

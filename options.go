@@ -27,7 +27,10 @@ const (
 	DefaultBackoffMax      = 5 * time.Second
 	DefaultMaxRetryAfter   = 30 * time.Second
 	DefaultMaxBufferedBody = 4 << 20
-	maxKeyLength           = 255
+	// DefaultChiftAttemptTimeout bounds one attempt under WithChift: above
+	// the ~31 s Chift may spend retrying a rate-limited connector.
+	DefaultChiftAttemptTimeout = 90 * time.Second
+	maxKeyLength               = 255
 )
 
 // Option configures a Transport, Wrap or NewClient. An invalid value makes
@@ -53,8 +56,10 @@ type config struct {
 	newKey          func() (string, error)
 	httpClient      *http.Client
 	signer          *zeroHashSigner
-	apiOrigin   *url.URL
+	apiOrigin       *url.URL
 	clock           func() time.Time
+	chiftCreds      *ChiftCredentials
+	timeoutSet      bool // WithAttemptTimeout was given: presets keep their hands off
 }
 
 func defaultConfig() config {
@@ -84,7 +89,7 @@ func newConfig(opts []Option) (config, error) {
 			errs = append(errs, err)
 		}
 	}
-	if err := cfg.finishSigner(); err != nil {
+	if err := cfg.finishAuth(); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.backoffInitial > cfg.backoffMax {
@@ -111,11 +116,18 @@ func WithRequestIDHeader(name string) Option {
 // WithChift configures the Chift protocol: the key travels in
 // X-Chift-Client-RequestId on POST and PATCH, and Chift's 409
 // REQUEST_IN_PROCESS / REQUEST_ALREADY_PROCESSED answers drive the retries.
+// Unless WithAttemptTimeout says otherwise, one attempt may take
+// DefaultChiftAttemptTimeout: Chift itself retries a rate-limited connector
+// for up to about 31 s, and an attempt cut shorter than that would only
+// come back to REQUEST_IN_PROCESS.
 func WithChift() Option {
 	return func(c *config) error {
 		c.header = textproto.CanonicalMIMEHeaderKey(ChiftRequestIDHeader)
 		c.keyDeduplicates = true
 		c.draftConflicts = false
+		if !c.timeoutSet {
+			c.attemptTimeout = DefaultChiftAttemptTimeout
+		}
 		return nil
 	}
 }
@@ -189,7 +201,7 @@ func WithAttemptTimeout(d time.Duration) Option {
 		if d < 0 {
 			return fmt.Errorf("saferetry: WithAttemptTimeout: %v is negative", d)
 		}
-		c.attemptTimeout = d
+		c.attemptTimeout, c.timeoutSet = d, true
 		return nil
 	}
 }

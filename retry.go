@@ -55,6 +55,8 @@ type call struct {
 	last      trace  // what the latest attempt did on the wire
 	pending   error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
 	code      string // error_code of the latest answer, when it was read
+	token     string // the Chift token the latest attempt carried
+	reauthed  bool   // a 401 already led to a new token
 	wait      time.Duration
 
 	bo backoff.ExponentialBackOff
@@ -138,13 +140,13 @@ func (c *call) request() (*retryablehttp.Request, error) {
 // requestError gives every transport failure the key and attempt count;
 // typed API errors already carry the key.
 func (c *call) requestError(err error) error {
-	var apiErr *APIError
-	if errors.As(err, &apiErr) {
-		return err
-	}
 	var urlErr *url.Error
 	if errors.As(err, &urlErr) {
 		err = urlErr.Err
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
+		return err
 	}
 	return &RequestError{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key,
@@ -181,12 +183,15 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 		if c.last.wrote {
 			c.uncertain = true
 		}
-		if c.req.Context().Err() != nil {
-			return false, nil
+		var apiErr *APIError
+		if c.req.Context().Err() != nil || errors.As(err, &apiErr) {
+			return false, nil // an APIError here is the token endpoint's refusal
 		}
 		return !c.last.wrote || c.idempotent(), nil
 	}
 	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return c.reauthenticate(), nil
 	case http.StatusConflict:
 		return c.classifyConflict(resp, uncertainBefore)
 	case http.StatusUnprocessableEntity:
@@ -203,6 +208,19 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 		return c.idempotent() || resp.Header.Get("Zh-Allow-Retry") == "true", nil
 	}
 	return false, nil
+}
+
+// reauthenticate answers a 401 when Chift auth is on: the token is
+// replaced and the request tried once more, beyond the retry limit (a 401
+// means nothing was processed).
+func (c *call) reauthenticate() bool {
+	if c.t.auth == nil || c.reauthed || c.token == "" {
+		return false
+	}
+	c.reauthed = true
+	c.t.auth.invalidate(c.token)
+	c.rc.RetryMax++
+	return true
 }
 
 // classifyConflict maps a 409 on error_code, never on the status alone:

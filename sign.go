@@ -31,7 +31,7 @@ const (
 type zeroHashSigner struct {
 	apiKey, passphrase string
 	secret             []byte
-	scheme, host       string // the only origin that gets credentials
+	origin             *url.URL // the only origin that gets credentials
 	now                func() time.Time
 	offset             atomic.Int64 // server clock minus local clock, ns
 }
@@ -59,8 +59,9 @@ func WithZeroHashAuth(apiKey, base64Secret, passphrase string) Option {
 	}
 }
 
-// WithAPIBaseURL names the API whose requests WithZeroHashAuth signs,
-// for NewTransport and Wrap (NewClient uses its base URL).
+// WithAPIBaseURL names the API that WithZeroHashAuth and WithChiftAuth
+// send credentials to, for NewTransport and Wrap (NewClient uses its base
+// URL). Requests to any other scheme or host get none.
 func WithAPIBaseURL(baseURL string) Option {
 	return func(c *config) error {
 		u, err := parseBaseURL("WithAPIBaseURL", baseURL)
@@ -92,24 +93,25 @@ func WithZeroHashClock(now func() time.Time) Option {
 	}
 }
 
-// finishSigner binds the signer to its origin once all options are known.
-func (c *config) finishSigner() error {
-	if c.signer == nil {
+// finishAuth binds the credentials to the API's origin once all options
+// are known: credentials never go anywhere else.
+func (c *config) finishAuth() error {
+	if c.signer == nil && c.chiftCreds == nil {
 		return nil
 	}
 	if c.apiOrigin == nil {
-		return errors.New("saferetry: WithZeroHashAuth: no API host to sign for: use NewClient, or add WithAPIBaseURL")
+		return errors.New("saferetry: WithZeroHashAuth / WithChiftAuth: no API host to send credentials to: use NewClient, or add WithAPIBaseURL")
 	}
-	c.signer.scheme, c.signer.host = c.apiOrigin.Scheme, strings.ToLower(c.apiOrigin.Host)
-	if c.clock != nil {
-		c.signer.now = c.clock
+	if c.signer != nil {
+		c.signer.origin = c.apiOrigin
+		if c.clock != nil {
+			c.signer.now = c.clock
+		}
 	}
 	return nil
 }
 
-func (s *zeroHashSigner) applies(u *url.URL) bool {
-	return u.Scheme == s.scheme && strings.ToLower(u.Host) == s.host
-}
+func (s *zeroHashSigner) applies(u *url.URL) bool { return sameOrigin(u, s.origin) }
 
 // timestamp is the signer's idea of the server's current Unix time.
 func (s *zeroHashSigner) timestamp() string {

@@ -12,30 +12,6 @@ import (
 	"github.com/cenkalti/backoff/v4"
 )
 
-// TransferOutcomeError: Create could not learn whether the transfer exists.
-// It matches ErrOutcomeUnknown; keep ClientTransferID and look the
-// transfer up later (FindByClientTransferID) before trying again.
-type TransferOutcomeError struct {
-	ClientTransferID string
-	Reason           string
-	Err              error // the last failure, if any
-}
-
-func (e *TransferOutcomeError) Error() string {
-	msg := fmt.Sprintf("saferetry: transfer with client_transfer_id %s: outcome unknown: %s", e.ClientTransferID, e.Reason)
-	if e.Err != nil {
-		msg += ": " + e.Err.Error()
-	}
-	return msg
-}
-
-func (e *TransferOutcomeError) Unwrap() []error {
-	if e.Err == nil {
-		return []error{ErrOutcomeUnknown}
-	}
-	return []error{ErrOutcomeUnknown, e.Err}
-}
-
 // postResult classifies the answer to one POST /transfers.
 type postResult int
 
@@ -175,7 +151,7 @@ func (r *createRun) mayRepost() error {
 }
 
 func (r *createRun) unknown(reason string, err error) error {
-	return &TransferOutcomeError{ClientTransferID: r.req.ClientTransferID, Reason: reason, Err: err}
+	return &OutcomeError{Key: r.req.ClientTransferID, Reason: reason, Err: err}
 }
 
 func (r *createRun) newBackOff() backoff.BackOff {

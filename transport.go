@@ -16,6 +16,7 @@ import (
 type Transport struct {
 	base http.RoundTripper
 	cfg  config
+	auth *chiftAuth // nil without WithChiftAuth
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -33,7 +34,11 @@ func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
 	if _, ok := base.(*Transport); ok {
 		return nil, errors.New("saferetry: base is already a *saferetry.Transport; retries would multiply")
 	}
-	return &Transport{base: base, cfg: cfg}, nil
+	t := &Transport{base: base, cfg: cfg}
+	if cfg.chiftCreds != nil {
+		t.auth = newChiftAuth(*cfg.chiftCreds, cfg.apiOrigin, base)
+	}
+	return t, nil
 }
 
 // Wrap returns a copy of c whose transport is a Transport over c's

@@ -1,0 +1,213 @@
+package saferetry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// ErrTransactionNotFound: Chift's monitoring endpoint knows no request with
+// that client request id (yet).
+var ErrTransactionNotFound = errors.New("saferetry: Chift transaction not found")
+
+// ChiftService is Chift's monitoring lookup and creates that survive a
+// lost response.
+type ChiftService struct {
+	client *Client
+}
+
+// Transaction is what Chift's monitoring endpoint says about a request.
+type Transaction struct {
+	CreatedOn  time.Time `json:"created_on"`
+	Method     string    `json:"method"`
+	Route      string    `json:"route"`
+	StatusCode int       `json:"status_code"` // 0 while the request is still in process
+	// CreatedEntityID is the id of the entity the request created; empty
+	// when it created none.
+	CreatedEntityID string `json:"created_entity_id"`
+}
+
+// InProcess: the request is recorded but has no status yet.
+func (t *Transaction) InProcess() bool { return t.StatusCode == 0 }
+
+// UnmarshalJSON takes null status_code and created_entity_id as zero.
+func (t *Transaction) UnmarshalJSON(data []byte) error {
+	type plain Transaction
+	var raw struct {
+		plain
+		StatusCode      *int    `json:"status_code"`
+		CreatedEntityID *string `json:"created_entity_id"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	*t = Transaction(raw.plain)
+	if raw.StatusCode != nil {
+		t.StatusCode = *raw.StatusCode
+	}
+	t.CreatedEntityID = deref(raw.CreatedEntityID)
+	return nil
+}
+
+// LookupTransaction asks GET /consumers/{consumer}/connections/{connection}/
+// transactions?client_request_id= what became of a request. An unknown id
+// is an *APIError that matches ErrTransactionNotFound.
+func (s *ChiftService) LookupTransaction(ctx context.Context, consumerID, connectionID, clientRequestID string) (*Transaction, error) {
+	if err := requireIDs(map[string]string{"consumer id": consumerID, "connection id": connectionID}); err != nil {
+		return nil, err
+	}
+	if err := ValidateKey(clientRequestID); err != nil {
+		return nil, err
+	}
+	path := "consumers/" + url.PathEscape(consumerID) + "/connections/" + url.PathEscape(connectionID) +
+		"/transactions?client_request_id=" + url.QueryEscape(clientRequestID)
+	var t Transaction
+	_, err := s.client.DoJSON(ctx, http.MethodGet, path, nil, &t)
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+		apiErr.kind = ErrTransactionNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func requireIDs(ids map[string]string) error {
+	for name, v := range ids {
+		if strings.TrimSpace(v) == "" || strings.ContainsAny(v, "/?#") {
+			return fmt.Errorf("saferetry: %s %q must be a non-empty path segment", name, v)
+		}
+	}
+	return nil
+}
+
+// ChiftCreate is one create call: a POST of Body (JSON) to Path, under the
+// consumer and connection whose monitoring log can tell its outcome.
+type ChiftCreate struct {
+	Path         string // relative to the base URL, e.g. "consumers/{id}/invoicing/invoices"
+	Body         any
+	ConsumerID   string // needed to look the request up after a lost answer
+	ConnectionID string
+	// RequestID is the X-Chift-Client-RequestId; empty: a UUIDv4. Reuse
+	// one on purpose to finish a create an earlier process began.
+	RequestID string
+}
+
+// ChiftCreated is the result of Create.
+type ChiftCreated struct {
+	RequestID  string
+	StatusCode int             // the create's status, or the original status when recovered
+	EntityID   string          // the answer's "id", or the created_entity_id when recovered
+	Body       json.RawMessage // the answer's body; nil when recovered
+	// Recovered: the answer was lost (or the request id had been used
+	// before), and the outcome was read from the monitoring endpoint.
+	Recovered bool
+}
+
+// chiftPollLimit bounds the monitoring polls of one Create beside its
+// context: longer than Chift's own ~31 s connector back-off.
+const chiftPollLimit = 2 * time.Minute
+
+// Create posts a create request exactly once. When the answer of the first
+// attempt is lost and a retry hears 409 REQUEST_ALREADY_PROCESSED (or the
+// request id was used before), it asks the monitoring endpoint for the
+// outcome and returns the created entity's id and the original status,
+// marked Recovered. While the request is still in process it polls with
+// backoff. If the outcome cannot be learned, the error matches
+// ErrOutcomeUnknown and carries the request id.
+func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
+	if err := in.prepare(); err != nil {
+		return nil, err
+	}
+	req, err := s.client.NewRequest(ctx, http.MethodPost, in.Path, in.Body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(ChiftRequestIDHeader, in.RequestID)
+	var body json.RawMessage
+	resp, err := s.client.Do(req, &body)
+	switch {
+	case err == nil:
+		return &ChiftCreated{RequestID: in.RequestID, StatusCode: resp.StatusCode, EntityID: entityID(body), Body: body}, nil
+	case errors.Is(err, ErrRequestAlreadyProcessed), errors.Is(err, ErrRequestInProcess):
+		return s.recover(ctx, in)
+	case resp != nil && resp.StatusCode < 300:
+		// Created, but the answer was cut off: the log has the outcome.
+		return s.recover(ctx, in)
+	}
+	return nil, err
+}
+
+func (in *ChiftCreate) prepare() error {
+	if strings.TrimSpace(in.Path) == "" {
+		return errors.New("saferetry: ChiftCreate: Path is empty")
+	}
+	if err := requireIDs(map[string]string{"ChiftCreate ConsumerID": in.ConsumerID, "ChiftCreate ConnectionID": in.ConnectionID}); err != nil {
+		return err
+	}
+	if in.RequestID == "" {
+		id, err := newUUIDKey()
+		if err != nil {
+			return fmt.Errorf("saferetry: generating request id: %w", err)
+		}
+		in.RequestID = id
+	}
+	return ValidateKey(in.RequestID)
+}
+
+// entityID reads the "id" of a created entity, string or number.
+func entityID(body json.RawMessage) string {
+	var out struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(body, &out) != nil || len(out.ID) == 0 {
+		return ""
+	}
+	if s := jsonString(out.ID); s != "" {
+		return s
+	}
+	return strings.TrimSpace(string(out.ID))
+}
+
+// recover polls the monitoring endpoint until it gives the request's
+// status.
+func (s *ChiftService) recover(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(s.client.transport.cfg.backoffInitial),
+		backoff.WithMaxInterval(s.client.transport.cfg.backoffMax),
+		backoff.WithMaxElapsedTime(chiftPollLimit),
+	)
+	var last error
+	t, err := backoff.RetryWithData(func() (*Transaction, error) {
+		t, err := s.LookupTransaction(ctx, in.ConsumerID, in.ConnectionID, in.RequestID)
+		last = err
+		switch {
+		case err == nil && t.InProcess():
+			last = ErrRequestInProcess
+			return nil, last
+		case err == nil:
+			return t, nil
+		case isDefiniteRejection(err): // 404 is not: the log may lag
+			return nil, backoff.Permanent(err)
+		}
+		return nil, err
+	}, backoff.WithContext(b, ctx))
+	if err != nil {
+		return nil, &OutcomeError{Key: in.RequestID, Reason: "the monitoring endpoint did not tell the outcome in time", Err: last}
+	}
+	if t.StatusCode >= 300 {
+		return nil, &APIError{
+			StatusCode: t.StatusCode, RequestID: in.RequestID,
+			Message: fmt.Sprintf("the request with this id was answered %d; Chift's log keeps the status, not the body", t.StatusCode),
+		}
+	}
+	return &ChiftCreated{RequestID: in.RequestID, StatusCode: t.StatusCode, EntityID: t.CreatedEntityID, Recovered: true}, nil
+}
