@@ -296,7 +296,9 @@ type RequestError struct {
 	Key       string // the idempotency key the request carried, if any
 	Attempts  int
 	MaybeSent bool // true if an attempt may have reached the server
-	Err       error
+	// BudgetExhausted: a retry was due but the retry budget was spent.
+	BudgetExhausted bool
+	Err             error
 }
 
 func (e *RequestError) Error() string {
@@ -308,17 +310,25 @@ func (e *RequestError) Error() string {
 	if e.MaybeSent {
 		b.WriteString(", outcome unknown")
 	}
+	if e.BudgetExhausted {
+		b.WriteString(", retry budget exhausted")
+	}
 	b.WriteString(": " + e.Err.Error())
 	return b.String()
 }
 
-// Unwrap returns the cause and, when an attempt may have reached the
-// server, ErrOutcomeUnknown.
+// Unwrap returns the cause, ErrOutcomeUnknown when an attempt may have
+// reached the server, and ErrRetryBudgetExhausted when the budget cut the
+// retries short.
 func (e *RequestError) Unwrap() []error {
+	errs := []error{e.Err}
 	if e.MaybeSent {
-		return []error{e.Err, ErrOutcomeUnknown}
+		errs = append(errs, ErrOutcomeUnknown)
 	}
-	return []error{e.Err}
+	if e.BudgetExhausted {
+		errs = append(errs, ErrRetryBudgetExhausted)
+	}
+	return errs
 }
 
 // KeyFromError returns the idempotency key carried by the request that

@@ -60,6 +60,9 @@ type config struct {
 	clock           func() time.Time
 	chiftCreds      *ChiftCredentials
 	timeoutSet      bool // WithAttemptTimeout was given: presets keep their hands off
+	budgetRatio     float64
+	budgetPerSec    float64
+	budgetOff       bool
 }
 
 func defaultConfig() config {
@@ -74,6 +77,8 @@ func defaultConfig() config {
 		maxRetryAfter:   DefaultMaxRetryAfter,
 		maxBufferedBody: DefaultMaxBufferedBody,
 		newKey:          newUUIDKey,
+		budgetRatio:     DefaultRetryRatio,
+		budgetPerSec:    DefaultRetriesPerSec,
 	}
 }
 

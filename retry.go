@@ -38,6 +38,9 @@ type Attempt struct {
 	Replayed bool
 	Retry    bool          // another attempt follows
 	Wait     time.Duration // the wait before it
+	// BudgetExhausted: a retry was due but the Transport's retry budget was
+	// spent, so none follows.
+	BudgetExhausted bool
 }
 
 // call is one logical request: its key, its body source, and the state the
@@ -57,6 +60,7 @@ type call struct {
 	code      string // error_code of the latest answer, when it was read
 	token     string // the Chift token the latest attempt carried
 	reauthed  bool   // a 401 already led to a new token
+	budgetOut bool   // a retry was refused by the retry budget
 	wait      time.Duration
 
 	bo backoff.ExponentialBackOff
@@ -150,7 +154,7 @@ func (c *call) requestError(err error) error {
 	}
 	return &RequestError{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key,
-		Attempts: c.attempt, MaybeSent: c.maybeSent, Err: err,
+		Attempts: c.attempt, MaybeSent: c.maybeSent, BudgetExhausted: c.budgetOut, Err: err,
 	}
 }
 
@@ -281,6 +285,10 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < c.wait {
 		return false
 	}
+	if b := c.t.budget; b != nil && !b.withdraw() {
+		c.budgetOut = true
+		return false
+	}
 	return true
 }
 
@@ -306,6 +314,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	a := Attempt{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
 		Err: err, Sent: c.last.wrote || resp != nil, Replayed: c.last.replayed, Retry: retry,
+		BudgetExhausted: c.budgetOut,
 	}
 	if resp != nil {
 		a.StatusCode, a.Code = resp.StatusCode, c.code

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -14,9 +15,10 @@ import (
 // retry with the same key and a byte-identical body, and turns the
 // idempotency 409s into typed errors. It is safe for concurrent use.
 type Transport struct {
-	base http.RoundTripper
-	cfg  config
-	auth *chiftAuth // nil without WithChiftAuth
+	base   http.RoundTripper
+	cfg    config
+	auth   *chiftAuth   // nil without WithChiftAuth
+	budget *retryBudget // nil with WithoutRetryBudget
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -35,6 +37,9 @@ func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
 		return nil, errors.New("saferetry: base is already a *saferetry.Transport; retries would multiply")
 	}
 	t := &Transport{base: base, cfg: cfg}
+	if !cfg.budgetOff {
+		t.budget = newRetryBudget(cfg.budgetRatio, cfg.budgetPerSec, time.Now)
+	}
 	if cfg.chiftCreds != nil {
 		t.auth = newChiftAuth(*cfg.chiftCreds, cfg.apiOrigin, base)
 	}
@@ -73,8 +78,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, &RequestError{Method: req.Method, URL: redactURL(req), Key: key, Err: err}
 	}
-	c := newCall(t, req, key, body)
-	return c.run()
+	if t.budget != nil {
+		t.budget.deposit()
+	}
+	return newCall(t, req, key, body).run()
 }
 
 // key returns the key the request carries, a new one if its method is
