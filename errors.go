@@ -99,7 +99,7 @@ func (e *APIError) Error() string {
 		b.WriteString("; " + d.String())
 	}
 	if e.RequestID != "" {
-		b.WriteString(" [key " + e.RequestID + "]")
+		b.WriteString(" [request id " + e.RequestID + "]")
 	}
 	return b.String()
 }
@@ -275,9 +275,13 @@ func firstNonEmpty(values ...string) string {
 }
 
 // excerpt keeps an error string short and printable when the body is not
-// JSON: an HTML error page becomes its first 200 printable bytes.
+// JSON: an HTML error page becomes its title, anything else its first 200
+// printable bytes.
 func excerpt(body []byte) string {
 	const max = 200
+	if title := htmlTitle(body); title != "" {
+		body = []byte(title)
+	}
 	s := strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {
 			return ' '
@@ -285,6 +289,21 @@ func excerpt(body []byte) string {
 		return r
 	}, strings.ToValidUTF8(string(body[:min(len(body), max)]), ""))
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// htmlTitle returns the text of the first <title> element, if any.
+func htmlTitle(body []byte) string {
+	lower := bytes.ToLower(body)
+	start := bytes.Index(lower, []byte("<title>"))
+	if start < 0 {
+		return ""
+	}
+	start += len("<title>")
+	end := bytes.Index(lower[start:], []byte("</title>"))
+	if end < 0 {
+		return ""
+	}
+	return string(body[start : start+end])
 }
 
 // RequestError is a failure of the transport itself: the request could not

@@ -20,8 +20,9 @@ const (
 	maxBodyBytes = 1 << 20
 )
 
-// ChiftServer is an in-process fake of Chift's invoice endpoints that speaks
-// real HTTP on loopback. Create it with NewChiftServer.
+// ChiftServer is an in-process fake of Chift's invoice, token and
+// transaction lookup endpoints that speaks real HTTP on loopback. Create it
+// with NewChiftServer.
 type ChiftServer struct {
 	// URL is the base URL, such as http://127.0.0.1:PORT.
 	URL string
@@ -31,6 +32,30 @@ type ChiftServer struct {
 	// RetryAfterSeconds is the Retry-After value FaultRateLimited sends.
 	// Set it before sending requests; the default is 1.
 	RetryAfterSeconds int
+
+	// ClientID, ClientSecret and AccountID are the only credentials POST
+	// /token accepts. NewChiftServer sets them to random values (AccountID
+	// is a random version 4 UUID); set them before sending requests.
+	ClientID, ClientSecret, AccountID string
+	// ConnectionID is the one connection, shared by every consumer, that
+	// GET /consumers/{consumer_id}/connections/{connection_id}/transactions
+	// knows; any other connection id is answered 404. NewChiftServer sets it
+	// to a random version 4 UUID; set it before sending requests.
+	ConnectionID string
+	// TokenLifetime is how long an issued token is valid, by Now. Set it
+	// before sending requests; the default is 30 minutes, as Chift documents.
+	TokenLifetime time.Duration
+	// RequireAuth makes every request except POST /token need an
+	// "Authorization: Bearer <token>" header (scheme in any case) carrying
+	// an unexpired token. Set it before sending requests; the default,
+	// false, lets requests in without a token.
+	RequireAuth bool
+	// Now is the server clock: it dates tokens and transactions and times
+	// token expiry and SetLookupDelay. Set it before sending requests; to
+	// move time during a test, give a func that reads a time you change
+	// safely (under a mutex). It is never called with the server's lock held,
+	// so it may call the server's methods. The default is time.Now.
+	Now func() time.Time
 
 	srv       *httptest.Server
 	closed    chan struct{}
@@ -45,6 +70,11 @@ type ChiftServer struct {
 	numbers      map[invoiceNumber]string
 	createdByKey map[string]int
 	requests     []RequestRecord
+	tokenScript  []Fault
+	lookupScript []Fault
+	tokens       map[tokenHash]time.Time // expiry, as announced in expires_on
+	tokensIssued int
+	lookupDelay  time.Duration
 }
 
 // RequestRecord describes one request the server received.
@@ -64,10 +94,18 @@ type Invoice struct {
 }
 
 // keyState is either in process (done false) or recorded with the status
-// its processing produced.
+// its processing produced. The other fields are what GET .../transactions
+// reports: the original request, its start and end on the server clock, and
+// the invoice it created ("" when none).
 type keyState struct {
-	done   bool
-	status int
+	done      bool
+	status    int
+	consumer  string
+	method    string
+	route     string
+	started   time.Time
+	processed time.Time
+	entityID  string
 }
 
 // invoiceNumber scopes invoice numbers to a consumer, as a connected
@@ -81,6 +119,13 @@ func NewChiftServer() *ChiftServer {
 	s := &ChiftServer{
 		SlowDelay:         300 * time.Millisecond,
 		RetryAfterSeconds: 1,
+		ClientID:          chiftRandomHex(16),
+		ClientSecret:      chiftRandomHex(32),
+		AccountID:         chiftUUID(),
+		ConnectionID:      chiftUUID(),
+		TokenLifetime:     30 * time.Minute,
+		Now:               time.Now,
+		tokens:            map[tokenHash]time.Time{},
 		closed:            make(chan struct{}),
 		attempts:          map[string]int{},
 		keys:              map[string]keyState{},
@@ -151,16 +196,21 @@ func (s *ChiftServer) Entity(id string) (Invoice, bool) {
 	return inv, ok
 }
 
+// routes puts every handler but POST /token behind authed.
 func (s *ChiftServer) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, path := range []string{
 		"/consumers/{consumer_id}/invoicing/invoices",
 		"/consumers/{consumer_id}/accounting/invoices",
 	} {
-		mux.HandleFunc("POST "+path, s.create)
-		mux.HandleFunc(path, s.methodNotAllowed)
+		mux.HandleFunc("POST "+path, s.authed(s.create))
+		mux.HandleFunc(path, s.authed(s.methodNotAllowed(http.MethodPost)))
 	}
-	mux.HandleFunc("/", s.notSupported)
+	mux.HandleFunc("POST /token", s.token)
+	mux.HandleFunc("/token", s.authed(s.methodNotAllowed(http.MethodPost)))
+	mux.HandleFunc("GET "+transactionsPath, s.authed(s.transactions))
+	mux.HandleFunc(transactionsPath, s.authed(s.methodNotAllowed(http.MethodGet)))
+	mux.HandleFunc("/", s.authed(s.notSupported))
 	return mux
 }
 
@@ -176,7 +226,11 @@ func (s *ChiftServer) decide(rec int, r *http.Request, key string) reply {
 		return jsonReply(http.StatusUnprocessableEntity, keyTooLong())
 	}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes)) // a cut body fails to decode: 422
-	fault, conflict := s.admit(key)
+	fault, conflict := s.admit(key, keyState{
+		consumer: r.PathValue("consumer_id"),
+		method:   r.Method,
+		route:    r.URL.Path,
+	})
 	if conflict != nil {
 		return jsonReply(http.StatusConflict, conflict)
 	}
@@ -209,15 +263,17 @@ func (s *ChiftServer) wait(d time.Duration) {
 
 // admit runs the key check and picks the fault. The key counts as in process
 // from the check until the fault turns out to strike before processing, so a
-// duplicate can never slip in between check and fault.
-func (s *ChiftServer) admit(key string) (Fault, *chiftError) {
+// duplicate can never slip in between check and fault. origin describes the
+// request for the transaction log.
+func (s *ChiftServer) admit(key string, origin keyState) (Fault, *chiftError) {
+	origin.started = s.now()
 	s.mu.Lock()
 	attempt := s.countAttempt(key)
 	if conflict := s.keyConflict(key); conflict != nil {
 		s.mu.Unlock()
 		return FaultNone, conflict
 	}
-	s.markInProcess(key)
+	s.markInProcess(key, origin)
 	fault, decide := s.takeScripted()
 	s.mu.Unlock()
 	if decide != nil {
@@ -248,9 +304,9 @@ func (s *ChiftServer) keyConflict(key string) *chiftError {
 	return inProcess(key)
 }
 
-func (s *ChiftServer) markInProcess(key string) {
+func (s *ChiftServer) markInProcess(key string, origin keyState) {
 	if key != "" {
-		s.keys[key] = keyState{}
+		s.keys[key] = origin
 	}
 }
 
@@ -275,28 +331,32 @@ func (s *ChiftServer) takeScripted() (Fault, func(string, int) Fault) {
 // status it produced.
 func (s *ChiftServer) process(consumer, key string, raw []byte) reply {
 	fields, invalid := decodeObject(raw)
+	now := s.now()
 	s.mu.Lock()
-	status, payload := s.commit(consumer, key, fields, invalid)
-	if key != "" {
-		s.keys[key] = keyState{done: true, status: status}
+	status, payload, id := s.commit(consumer, key, fields, invalid)
+	if state, ok := s.keys[key]; ok && key != "" {
+		state.done, state.status, state.processed, state.entityID = true, status, now, id
+		s.keys[key] = state
 	}
 	s.mu.Unlock()
 	return jsonReply(status, payload)
 }
 
-func (s *ChiftServer) commit(consumer, key string, fields map[string]any, invalid any) (int, any) {
+// commit returns the status, the body and the id of the invoice created, ""
+// when none was.
+func (s *ChiftServer) commit(consumer, key string, fields map[string]any, invalid any) (int, any, string) {
 	if invalid != nil {
-		return http.StatusUnprocessableEntity, invalid
+		return http.StatusUnprocessableEntity, invalid, ""
 	}
 	number, hasNumber := invoiceNumberOf(consumer, fields)
 	if _, taken := s.numbers[number]; hasNumber && taken {
-		return http.StatusConflict, invoiceNumberUsed
+		return http.StatusConflict, invoiceNumberUsed, ""
 	}
 	inv := s.createInvoice(key, fields)
 	if hasNumber {
 		s.numbers[number] = inv.ID
 	}
-	return http.StatusOK, withID(fields, inv.ID)
+	return http.StatusOK, withID(fields, inv.ID), inv.ID
 }
 
 func (s *ChiftServer) createInvoice(key string, fields map[string]any) Invoice {
@@ -322,9 +382,11 @@ func withID(fields map[string]any, id string) map[string]any {
 	return out
 }
 
-func (s *ChiftServer) methodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Allow", http.MethodPost)
-	s.unsupported(w, r, http.StatusMethodNotAllowed)
+func (s *ChiftServer) methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		s.unsupported(w, r, http.StatusMethodNotAllowed)
+	}
 }
 
 func (s *ChiftServer) notSupported(w http.ResponseWriter, r *http.Request) {

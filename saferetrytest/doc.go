@@ -20,6 +20,11 @@
 // answer. Other methods on those paths get 405, other paths 404, both with
 // ERROR_RESOURCE_NOT_SUPPORTED.
 //
+// POST /token issues an access token; GET
+// /consumers/{consumer_id}/connections/{connection_id}/transactions?client_request_id=...
+// looks a key up in the transaction log; other methods on those two paths
+// get 405 as well. Both are described below.
+//
 // # Idempotency
 //
 // The X-Chift-Client-RequestId header (any case; an empty value counts as
@@ -47,6 +52,59 @@
 //
 // Every request, whatever its path, is kept for Requests, with the fault it
 // met and the status written.
+//
+// # Authentication
+//
+// POST /token takes Chift's AuthItem JSON body: clientId, clientSecret and
+// accountId (a UUID) are required, envId (a string) and marketplaceId (a
+// UUID) are optional and may be null. A body that breaks that schema gets a
+// 422 validation error listing every problem. Credentials other than
+// ChiftServer.ClientID, ClientSecret and AccountID get 401
+// ERROR_CHIFT_AUTHENTICATION_ERROR (the message is this fake's wording).
+// Otherwise the answer is 200 {"access_token", "token_type": "bearer",
+// "expires_in": TokenLifetime in seconds, "expires_on": Unix seconds}. The
+// token is an opaque random string (Chift's OpenAPI says JWT; nothing
+// depends on that). It is valid while Now is before expires_on; there is no
+// refresh token. ScriptToken queues faults for this endpoint only; each
+// token request consumes one before its body is read.
+//
+// With RequireAuth set, every other request, including those to unknown
+// paths, needs "Authorization: Bearer <token>" (the scheme in any case:
+// Chift's documents write BEARER) with a valid token. Without one it gets
+// 401 {"status":"error","message":"Invalid or expired token",
+// "error_code":"ERROR_CHIFT_AUTHENTICATION_ERROR"} before anything else
+// happens: no key is checked or recorded and no fault is consumed. The
+// server keeps only a hash of each token, so no record or field can print
+// one. RequireAuth is off by default, and then the header is ignored.
+//
+// # Transaction lookup
+//
+// The transactions endpoint answers a recorded key with 200
+// {"created_on", "method", "route", "status_code", "created_entity_id"}:
+// when the original request started (RFC 3339, UTC, by Now), its method and
+// path, the status its processing produced, and the invoice id, or null
+// when nothing was created (409 ERROR_INVOICE_NUMBER_ALREADY_USED, 422). A
+// key whose answer was lost (drop-after, reset-mid-body) is found like any
+// other. Lookups are per consumer: only the consumer in the original
+// request's path finds its key. The server has one connection,
+// ChiftServer.ConnectionID. An unknown key, a key released by a fault
+// before processing, another consumer or another connection id all get 404
+// {"message":"The specified transaction could not be found","status":"error"}.
+// A missing client_request_id gets a 422 validation error.
+//
+// Choices where Chift's documents are silent:
+//   - A key still in process is answered 200 with "status_code": null and
+//     "created_entity_id": null.
+//   - SetLookupDelay(d) makes the log lag by d on the Now clock: a lookup at
+//     time t sees each key as it stood at t-d, so a key processed less than
+//     d ago is unknown (404), or in process if its request started at least
+//     d ago. (ZeroHashServer measures its visibility delay on the real
+//     clock instead.)
+//   - Lookups take no fault from Script or SetFaultFunc; ScriptLookup queues
+//     faults for them alone, consumed after authentication and before the
+//     query is read.
+//   - Path ids are not checked to be UUIDs, as the invoice paths' consumer
+//     ids are not.
 //
 // # zerohash transfers
 //
