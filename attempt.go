@@ -17,33 +17,27 @@ type trace struct {
 	replayed bool
 }
 
-// attemptTransport runs one attempt of a call over the base transport. It
-// watches the wire through httptrace, so the policy knows whether the
-// request may have left, and bounds the attempt with the attempt timeout.
-// It does not implement CloseIdleConnections on purpose: go-retryablehttp
-// calls that after a failure, and the base transport's pool is shared.
-type attemptTransport struct{ c *call }
-
-func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	c := a.c
+// send runs one attempt over the base transport, with fresh credentials
+// and, when set, the attempt timeout. What it did on the wire is in
+// c.last afterwards.
+func (c *call) send(req *http.Request) (*http.Response, error) {
 	c.attempt++
+	c.watch.reset()
 	req, err := c.authenticate(req)
 	if err != nil {
 		return nil, err
 	}
-	w := &wireWatch{}
-	ctx := httptrace.WithClientTrace(req.Context(), w.clientTrace())
 	timeout := c.t.cfg.attemptTimeout
 	if timeout <= 0 {
-		resp, err := c.t.base.RoundTrip(req.WithContext(ctx))
-		c.observe(w.result())
-		return resp, err
+		resp, err := c.t.base.RoundTrip(req)
+		c.observe(c.watch.result())
+		return withRequest(resp, req), err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
+	ctx, cancel := context.WithCancelCause(req.Context())
 	timer := time.AfterFunc(timeout, func() { cancel(ErrAttemptTimeout) })
 	resp, err := c.t.base.RoundTrip(req.WithContext(ctx))
-	c.observe(w.result())
-	if !timer.Stop() && req.Context().Err() == nil {
+	c.observe(c.watch.result())
+	if !timer.Stop() && c.req.Context().Err() == nil {
 		// The attempt timed out, even if headers arrived at the last moment.
 		if resp != nil {
 			drainAndClose(resp.Body)
@@ -56,7 +50,16 @@ func (a attemptTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
+	return withRequest(resp, req), nil
+}
+
+// withRequest makes sure resp names the request it answers, which is how
+// RequestKey finds the key; net/http sets it, other transports may not.
+func withRequest(resp *http.Response, req *http.Request) *http.Response {
+	if resp != nil && resp.Request == nil {
+		resp.Request = req
+	}
+	return resp
 }
 
 // authenticate gives one attempt its credentials, fresh ones every time,
@@ -85,27 +88,32 @@ func (c *call) observe(t trace) {
 	c.uncertain = c.uncertain || t.replayed
 }
 
-// wireWatch collects httptrace events; net/http may call them from its
-// own goroutines, hence the lock.
+// wireWatch collects the httptrace events of the current attempt; net/http
+// may call them from its own goroutines, hence the lock.
 type wireWatch struct {
 	mu    sync.Mutex
 	conns int
 	wrote bool
 }
 
-func (w *wireWatch) clientTrace() *httptrace.ClientTrace {
-	return &httptrace.ClientTrace{
-		GotConn: func(httptrace.GotConnInfo) {
-			w.mu.Lock()
-			w.conns++
-			w.mu.Unlock()
-		},
-		WroteHeaders: func() {
-			w.mu.Lock()
-			w.wrote = true
-			w.mu.Unlock()
-		},
+// hook points trace at w; the trace lives as long as the call.
+func (w *wireWatch) hook(trace *httptrace.ClientTrace) {
+	trace.GotConn = func(httptrace.GotConnInfo) {
+		w.mu.Lock()
+		w.conns++
+		w.mu.Unlock()
 	}
+	trace.WroteHeaders = func() {
+		w.mu.Lock()
+		w.wrote = true
+		w.mu.Unlock()
+	}
+}
+
+func (w *wireWatch) reset() {
+	w.mu.Lock()
+	w.conns, w.wrote = 0, false
+	w.mu.Unlock()
 }
 
 func (w *wireWatch) result() trace {

@@ -353,13 +353,15 @@ func (e *RequestError) Unwrap() []error {
 // KeyFromError returns the idempotency key carried by the request that
 // produced err, or "" if err does not say.
 func KeyFromError(err error) string {
-	var reqErr *RequestError
-	if errors.As(err, &reqErr) && reqErr.Key != "" {
-		return reqErr.Key
-	}
+	// OutcomeError first: it may wrap the error of one attempt, whose key
+	// is that attempt's request id, not the key of the create.
 	var outcomeErr *OutcomeError
 	if errors.As(err, &outcomeErr) {
 		return outcomeErr.Key
+	}
+	var reqErr *RequestError
+	if errors.As(err, &reqErr) && reqErr.Key != "" {
+		return reqErr.Key
 	}
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {

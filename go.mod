@@ -5,9 +5,6 @@ go 1.25.0
 require (
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/google/uuid v1.6.0
-	github.com/hashicorp/go-retryablehttp v0.7.8
 	github.com/jarcoal/httpmock v1.4.2
 	golang.org/x/oauth2 v0.34.0
 )
-
-require github.com/hashicorp/go-cleanhttp v0.5.2 // indirect

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/hashicorp/go-retryablehttp"
 )
 
 // ErrAttemptTimeout: one attempt took longer than WithAttemptTimeout to get
@@ -44,32 +44,35 @@ type Attempt struct {
 }
 
 // call is one logical request: its key, its body source, and the state the
-// retry policy needs across attempts. go-retryablehttp runs the attempt
-// loop; call supplies its policy hooks and the per-attempt transport.
+// retry policy needs across attempts.
 type call struct {
 	t    *Transport
 	req  *http.Request // the caller's, never modified
 	key  string
-	body *bodySource
+	body bodySource
 
-	attempt   int
-	maybeSent bool   // some attempt may have reached the server
-	uncertain bool   // some attempt's outcome is unknown: a bare 409 means "in process"
-	last      trace  // what the latest attempt did on the wire
-	pending   error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
-	code      string // error_code of the latest answer, when it was read
-	token     string // the Chift token the latest attempt carried
-	reauthed  bool   // a 401 already led to a new token
-	budgetOut bool   // a retry was refused by the retry budget
-	wait      time.Duration
+	attempt    int
+	maxRetries int
+	maybeSent  bool   // some attempt may have reached the server
+	uncertain  bool   // some attempt's outcome is unknown: a bare 409 means "in process"
+	last       trace  // what the latest attempt did on the wire
+	pending    error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	code       string // error_code of the latest answer, when it was read
+	token      string // the Chift token the latest attempt carried
+	reauthed   bool   // a 401 already led to a new token
+	budgetOut  bool   // a retry was refused by the retry budget
+	wait       time.Duration
 
-	bo backoff.ExponentialBackOff
-	rc retryablehttp.Client
-	hc http.Client
+	bo    backoff.ExponentialBackOff
+	watch wireWatch
+	trace httptrace.ClientTrace
 }
 
-func newCall(t *Transport, req *http.Request, key string, body *bodySource) *call {
-	c := &call{t: t, req: req, key: key, body: body}
+func newCall(t *Transport, req *http.Request, key string, body bodySource) *call {
+	c := &call{t: t, req: req, key: key, body: body, maxRetries: t.cfg.maxRetries}
+	if body.oneShot {
+		c.maxRetries = 0
+	}
 	c.bo = backoff.ExponentialBackOff{
 		InitialInterval:     t.cfg.backoffInitial,
 		RandomizationFactor: backoff.DefaultRandomizationFactor,
@@ -79,43 +82,56 @@ func newCall(t *Transport, req *http.Request, key string, body *bodySource) *cal
 		Clock:               backoff.SystemClock,
 	}
 	c.bo.Reset()
-	c.hc = http.Client{Transport: attemptTransport{c}, CheckRedirect: useLastResponse}
-	c.rc = retryablehttp.Client{
-		HTTPClient:   &c.hc,
-		RetryMax:     t.cfg.maxRetries,
-		CheckRetry:   c.checkRetry,
-		Backoff:      c.backoff,
-		ErrorHandler: c.finish,
-	}
-	if body.oneShot {
-		c.rc.RetryMax = 0
-	}
+	c.watch.hook(&c.trace)
 	return c
 }
 
-// useLastResponse keeps the attempt client from following redirects: the
-// caller's http.Client decides about those.
+// useLastResponse keeps a client from following redirects.
 func useLastResponse(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
+// run is the attempt loop: send, let the policy decide, wait, send again.
 func (c *call) run() (*http.Response, error) {
-	rreq, err := c.request()
+	shared := c.request()
+	for {
+		req, err := c.attemptRequest(shared)
+		if err != nil {
+			return nil, c.requestError(err)
+		}
+		resp, err := c.send(req)
+		retry, final := c.checkRetry(resp, err)
+		if !retry {
+			return c.finish(resp, err, final)
+		}
+		if resp != nil {
+			drainAndClose(resp.Body)
+		}
+		if err := sleep(c.req.Context(), c.wait); err != nil {
+			return nil, c.requestError(err)
+		}
+	}
+}
+
+// finish hands the caller the outcome of the last attempt: a typed
+// idempotency error, the transport error, or the response.
+func (c *call) finish(resp *http.Response, err, final error) (*http.Response, error) {
+	if final != nil {
+		if resp != nil {
+			drainAndClose(resp.Body)
+		}
+		return nil, final
+	}
 	if err != nil {
 		return nil, c.requestError(err)
-	}
-	resp, err := c.rc.Do(rreq)
-	if err != nil {
-		return nil, c.requestError(err)
-	}
-	if resp.Request == nil {
-		resp.Request = rreq.Request // lets RequestKey find the key
 	}
 	return resp, nil
 }
 
 // request builds the clone that all attempts share: the caller's request
-// with the key set and a context that identifies the call.
-func (c *call) request() (*retryablehttp.Request, error) {
+// with the key set and a context that identifies the call and watches the
+// wire.
+func (c *call) request() *http.Request {
 	ctx := context.WithValue(c.req.Context(), callInfoKey{}, c)
+	ctx = httptrace.WithClientTrace(ctx, &c.trace)
 	var clone *http.Request
 	if c.key != "" && c.req.Header.Get(c.t.cfg.header) == "" {
 		clone = c.req.Clone(ctx)
@@ -124,21 +140,36 @@ func (c *call) request() (*retryablehttp.Request, error) {
 		clone = c.req.WithContext(ctx)
 	}
 	clone.RequestURI = ""
-	rreq := &retryablehttp.Request{Request: clone}
 	switch {
 	case c.body.oneShot:
 		clone.Body, clone.GetBody = c.body.once, nil
 	case c.body.get != nil:
-		if err := rreq.SetBody(retryablehttp.ReaderFunc(c.body.reader)); err != nil {
-			return nil, err
-		}
-		// SetBody only learns a length from readers with Len; keep the real
-		// one so the body is not sent chunked.
 		clone.GetBody, clone.ContentLength = c.body.get, c.body.length
 	default:
 		clone.Body, clone.GetBody = nil, nil
 	}
-	return rreq, nil
+	return clone
+}
+
+// attemptRequest gives each attempt its own copy of the shared request
+// with a fresh body: the base transport may still hold the previous one.
+func (c *call) attemptRequest(shared *http.Request) (*http.Request, error) {
+	if c.attempt == 0 && c.body.get == nil {
+		return shared, nil
+	}
+	req := shared
+	if c.attempt > 0 {
+		copied := *shared
+		req = &copied
+	}
+	if c.body.get != nil {
+		body, err := c.body.get()
+		if err != nil {
+			return nil, fmt.Errorf("saferetry: rewinding the request body: %w", err)
+		}
+		req.Body = body
+	}
+	return req, nil
 }
 
 // requestError gives every transport failure the key and attempt count;
@@ -158,15 +189,15 @@ func (c *call) requestError(err error) error {
 	}
 }
 
-// checkRetry is the retry policy, called by go-retryablehttp after each
-// attempt. It returns an error only to stop with a typed idempotency error.
-func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+// checkRetry is the retry policy, run after each attempt. It returns an
+// error only to stop with a typed idempotency error.
+func (c *call) checkRetry(resp *http.Response, err error) (bool, error) {
 	retry, final := c.classify(resp, err)
 	if final != nil {
 		c.pending = nil
 	}
 	if retry {
-		retry = c.planWait(ctx, resp)
+		retry = c.planWait(c.req.Context(), resp)
 	}
 	c.report(resp, err, retry)
 	if retry {
@@ -223,7 +254,7 @@ func (c *call) reauthenticate() bool {
 	}
 	c.reauthed = true
 	c.t.auth.invalidate(c.token)
-	c.rc.RetryMax++
+	c.maxRetries++
 	return true
 }
 
@@ -270,7 +301,7 @@ func (c *call) idempotent() bool {
 // attempt should happen: retries left, a Retry-After within the cap, and a
 // context deadline that leaves time for it.
 func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
-	if c.attempt > c.rc.RetryMax {
+	if c.attempt > c.maxRetries {
 		return false
 	}
 	c.wait = c.bo.NextBackOff()
@@ -290,20 +321,6 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 		return false
 	}
 	return true
-}
-
-// backoff hands go-retryablehttp the wait planWait chose.
-func (c *call) backoff(_, _ time.Duration, _ int, _ *http.Response) time.Duration {
-	return c.wait
-}
-
-// finish runs when the loop stops on an error: the body of the last
-// response is closed and the error returned.
-func (c *call) finish(resp *http.Response, err error, _ int) (*http.Response, error) {
-	if resp != nil {
-		drainAndClose(resp.Body)
-	}
-	return nil, err
 }
 
 func (c *call) report(resp *http.Response, err error, retry bool) {
@@ -372,26 +389,24 @@ type bodySource struct {
 // request has it, else by buffering up to limit bytes. A larger body is
 // sent once, as it streams, and never retried. req.Body is closed exactly
 // once, here or by the base transport.
-func newBodySource(req *http.Request, limit int64) (*bodySource, error) {
+func newBodySource(req *http.Request, limit int64) (bodySource, error) {
 	if req.Body == nil || req.Body == http.NoBody {
-		return &bodySource{}, nil
+		return bodySource{}, nil
 	}
 	if req.GetBody != nil {
 		req.Body.Close()
-		return &bodySource{get: req.GetBody, length: req.ContentLength}, nil
+		return bodySource{get: req.GetBody, length: req.ContentLength}, nil
 	}
 	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 	if err != nil {
 		req.Body.Close()
-		return nil, fmt.Errorf("reading request body: %w", err)
+		return bodySource{}, fmt.Errorf("reading request body: %w", err)
 	}
 	if int64(len(buf)) > limit {
 		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: req.Body}
-		return &bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
+		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
 	}
 	req.Body.Close()
 	get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return &bodySource{get: get, length: int64(len(buf))}, nil
+	return bodySource{get: get, length: int64(len(buf))}, nil
 }
-
-func (b *bodySource) reader() (io.Reader, error) { return b.get() }

@@ -306,3 +306,11 @@ func TestDecodeTransfer(t *testing.T) {
 		}
 	})
 }
+
+func TestKeyFromErrorPrefersTheCreatesKey(t *testing.T) {
+	inner := &RequestError{Method: "POST", URL: zhBase + "/transfers", Key: "x-request-id-of-one-attempt", Attempts: 1, MaybeSent: true, Err: errConnReset}
+	err := fmt.Errorf("wrapped: %w", &OutcomeError{Key: "client-transfer-id-1", Reason: "test", Err: inner})
+	if got := KeyFromError(err); got != "client-transfer-id-1" {
+		t.Fatalf("KeyFromError = %q, want the client_transfer_id", got)
+	}
+}
