@@ -240,7 +240,7 @@ func (s *ChiftServer) decide(rec int, r *http.Request, key string) reply {
 
 func (s *ChiftServer) answer(f Fault, consumer, key string, body []byte) reply {
 	if f.beforeProcessing() {
-		return s.refusal(f)
+		return s.refusal(f, key)
 	}
 	if f == FaultSlowCommit {
 		s.wait(s.SlowDelay)

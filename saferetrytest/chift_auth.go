@@ -97,7 +97,7 @@ func (s *ChiftServer) pop(queue *[]Fault) Fault {
 func (s *ChiftServer) faulted(rec int, f Fault, answer func() reply) reply {
 	s.setFault(rec, f)
 	if f.beforeProcessing() {
-		return s.refusal(f)
+		return s.refusal(f, "")
 	}
 	if f == FaultSlowCommit {
 		s.wait(s.SlowDelay)

@@ -35,6 +35,11 @@ const (
 	// FaultRateLimited answers 429 with Retry-After and a JSON Chift error;
 	// not processed.
 	FaultRateLimited
+	// FaultInProcess answers Chift's 409 REQUEST_IN_PROCESS as if another
+	// request with the key were being processed; not processed, and the
+	// key is not recorded. A run of them is a burst the client must wait
+	// out. The zerohash server has no such answer and ignores it.
+	FaultInProcess
 )
 
 var faultNames = [...]string{
@@ -47,6 +52,7 @@ var faultNames = [...]string{
 	FaultBadGateway:           "502",
 	FaultUnavailable:          "503",
 	FaultRateLimited:          "429",
+	FaultInProcess:            "409-in-process",
 }
 
 func (f Fault) String() string {
@@ -62,7 +68,7 @@ func (f Fault) String() string {
 func (f Fault) beforeProcessing() bool {
 	switch f {
 	case FaultDropBeforeProcessing, FaultInternalError, FaultBadGateway,
-		FaultUnavailable, FaultRateLimited:
+		FaultUnavailable, FaultRateLimited, FaultInProcess:
 		return true
 	}
 	return false
@@ -110,12 +116,14 @@ func (r reply) send(w http.ResponseWriter) {
 }
 
 // refusal is the reply to a fault that strikes before processing.
-func (s *ChiftServer) refusal(f Fault) reply {
+func (s *ChiftServer) refusal(f Fault, key string) reply {
 	switch f {
 	case FaultDropBeforeProcessing:
 		return reply{fault: f}
 	case FaultRateLimited:
 		return rateLimited(s.RetryAfterSeconds)
+	case FaultInProcess:
+		return jsonReply(http.StatusConflict, inProcess(key))
 	}
 	return proxyPage(proxyStatus[f])
 }

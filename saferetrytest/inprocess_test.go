@@ -1,0 +1,39 @@
+package saferetrytest_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/saferetry/saferetry-go/saferetrytest"
+)
+
+func TestInProcessBurstProcessesNothing(t *testing.T) {
+	s := newServer(t, saferetrytest.FaultInProcess, saferetrytest.FaultInProcess)
+	c := rawClient(t)
+	for i := range 2 {
+		o := post(t, c, s.URL+invoicingPath, "burst-key", invoiceBody)
+		wantStatus(t, o, http.StatusConflict)
+		if code := errorCode(t, o); code != inProcessCode {
+			t.Fatalf("answer %d: error_code %q, want %s", i+1, code, inProcessCode)
+		}
+		if s.Created() != 0 {
+			t.Fatalf("answer %d created an invoice", i+1)
+		}
+	}
+	wantStatus(t, post(t, c, s.URL+invoicingPath, "burst-key", invoiceBody), http.StatusOK)
+	if s.CreatedWithKey("burst-key") != 1 {
+		t.Fatalf("created %d after the burst, want 1", s.CreatedWithKey("burst-key"))
+	}
+}
+
+func TestZeroHashIgnoresInProcessFault(t *testing.T) {
+	s := saferetrytest.NewZeroHashServer()
+	defer s.Close()
+	s.Script(saferetrytest.FaultInProcess)
+	if o := zhCreate(t, s, zhClient(t), "in-process-ignored"); o.status != http.StatusCreated {
+		t.Fatalf("status %d, want 201: the fault is Chift's alone", o.status)
+	}
+	if s.CreatedWithClientTransferID("in-process-ignored") != 1 {
+		t.Fatal("not created")
+	}
+}
