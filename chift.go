@@ -121,29 +121,56 @@ const chiftPollLimit = 2 * time.Minute
 // request id was used before), it asks the monitoring endpoint for the
 // outcome and returns the created entity's id and the original status,
 // marked Recovered. While the request is still in process it polls with
-// backoff. If the outcome cannot be learned, the error matches
+// backoff. When the transport's retries end on a server error, it posts
+// again with the same request id (at most 3 posts: the id makes that
+// safe). If the outcome cannot be learned, the error matches
 // ErrOutcomeUnknown and carries the request id.
 func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
 	if err := in.prepare(); err != nil {
 		return nil, err
 	}
+	wait := s.client.transport.cfg.backOff(0)
+	for posts := 1; ; posts++ {
+		created, again, err := s.post(ctx, in)
+		if !again || posts == maxChiftPosts {
+			return created, err
+		}
+		if sleep(ctx, wait.NextBackOff()) != nil {
+			return nil, err
+		}
+	}
+}
+
+// maxChiftPosts bounds the posts of one Create when the transport's own
+// retries end on a server error: the key makes each repost safe.
+const maxChiftPosts = 3
+
+// post sends the create once (the transport retries within) and says
+// whether posting again with the same key is worth it.
+func (s *ChiftService) post(ctx context.Context, in ChiftCreate) (created *ChiftCreated, again bool, err error) {
 	req, err := s.client.NewRequest(ctx, http.MethodPost, in.Path, in.Body)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	req.Header.Set(ChiftRequestIDHeader, in.RequestID)
 	var body json.RawMessage
 	resp, err := s.client.Do(req, &body)
+	var apiErr *APIError
 	switch {
 	case err == nil:
-		return &ChiftCreated{RequestID: in.RequestID, StatusCode: resp.StatusCode, EntityID: entityID(body), Body: body}, nil
+		return &ChiftCreated{RequestID: in.RequestID, StatusCode: resp.StatusCode, EntityID: entityID(body), Body: body}, false, nil
 	case errors.Is(err, ErrRequestAlreadyProcessed), errors.Is(err, ErrRequestInProcess):
-		return s.recover(ctx, in)
+		created, err = s.recover(ctx, in)
+		return created, false, err
 	case resp != nil && resp.StatusCode < 300:
 		// Created, but the answer was cut off: the log has the outcome.
-		return s.recover(ctx, in)
+		created, err = s.recover(ctx, in)
+		return created, false, err
+	case errors.As(err, &apiErr):
+		return nil, apiErr.StatusCode >= 500 && ctx.Err() == nil, err
 	}
-	return nil, err
+	var reqErr *RequestError
+	return nil, errors.As(err, &reqErr) && ctx.Err() == nil, err
 }
 
 func (in *ChiftCreate) prepare() error {
@@ -180,11 +207,7 @@ func entityID(body json.RawMessage) string {
 // recover polls the monitoring endpoint until it gives the request's
 // status.
 func (s *ChiftService) recover(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(s.client.transport.cfg.backoffInitial),
-		backoff.WithMaxInterval(s.client.transport.cfg.backoffMax),
-		backoff.WithMaxElapsedTime(chiftPollLimit),
-	)
+	b := s.client.transport.cfg.backOff(chiftPollLimit)
 	var last error
 	t, err := backoff.RetryWithData(func() (*Transaction, error) {
 		t, err := s.LookupTransaction(ctx, in.ConsumerID, in.ConnectionID, in.RequestID)

@@ -383,3 +383,29 @@ func TestChiftCreateFailures(t *testing.T) {
 		}
 	})
 }
+
+func TestChiftCreatePostsAgainAfterServerErrors(t *testing.T) {
+	srv := newAuthServer()
+	defer srv.Close()
+	c, _ := chiftAPI(t, srv)
+	srv.Script(saferetrytest.FaultInternalError, saferetrytest.FaultInternalError)
+	got, err := createInvoice(c, srv, "E-1", "post-again-1")
+	if err != nil || got.Recovered || got.EntityID == "" {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	posts := 0
+	for _, r := range srv.Requests() {
+		if r.Method == "POST" && r.Key == "post-again-1" {
+			posts++
+		}
+	}
+	if posts != 3 || srv.CreatedWithKey("post-again-1") != 1 {
+		t.Fatalf("%d posts, %d created; want 3 posts with one key and one invoice", posts, srv.CreatedWithKey("post-again-1"))
+	}
+	srv.Script(saferetrytest.FaultInternalError, saferetrytest.FaultInternalError, saferetrytest.FaultInternalError)
+	_, err = createInvoice(c, srv, "E-2", "post-again-2")
+	var apiErr *saferetry.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != 500 || srv.CreatedWithKey("post-again-2") != 0 {
+		t.Fatalf("after 3 server errors: %v", err)
+	}
+}

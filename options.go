@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Header names of the two APIs the presets configure.
@@ -282,6 +284,17 @@ func WithHTTPClient(hc *http.Client) Option {
 		c.httpClient = hc
 		return nil
 	}
+}
+
+// backOff is the configured jittered exponential schedule, for the loops
+// above the transport (lookups, reposts, polls); limit 0 means no time
+// limit beside the context.
+func (c *config) backOff(limit time.Duration) *backoff.ExponentialBackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(c.backoffInitial),
+		backoff.WithMaxInterval(c.backoffMax),
+		backoff.WithMaxElapsedTime(limit),
+	)
 }
 
 func validHeaderName(s string) bool {

@@ -79,7 +79,7 @@ func (r *createRun) run(ctx context.Context) (*Transfer, error) {
 	if r.firstSent.IsZero() {
 		next = r.postAndClassify(ctx, &lastErr)
 	}
-	wait := r.newBackOff()
+	wait := r.cfg.backOff(0)
 	for posts := 1; ; posts++ {
 		switch next {
 		case postCreated:
@@ -154,19 +154,10 @@ func (r *createRun) unknown(reason string, err error) error {
 	return &OutcomeError{Key: r.req.ClientTransferID, Reason: reason, Err: err}
 }
 
-func (r *createRun) newBackOff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(r.cfg.backoffInitial),
-		backoff.WithMaxInterval(r.cfg.backoffMax),
-		backoff.WithMaxElapsedTime(0),
-	)
-	return b
-}
-
 // lookup asks GET /transfers?client_transfer_id=, repeating failed
 // lookups with backoff (and a not-found one too, when untilFound).
 func (r *createRun) lookup(ctx context.Context, untilFound bool) (*Transfer, error) {
-	policy := backoff.WithContext(backoff.WithMaxRetries(r.newBackOff(), lookupRetries), ctx)
+	policy := backoff.WithContext(backoff.WithMaxRetries(r.cfg.backOff(0), lookupRetries), ctx)
 	var lastErr error
 	t, err := backoff.RetryWithData(func() (*Transfer, error) {
 		t, err := r.s.FindByClientTransferID(ctx, r.req.ClientTransferID)
