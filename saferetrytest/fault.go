@@ -35,6 +35,9 @@ const (
 	// FaultRateLimited answers 429 with Retry-After and a JSON Chift error;
 	// not processed.
 	FaultRateLimited
+	// FaultGatewayTimeout answers 504 with a proxy's HTML page; not
+	// processed (the proxy gave up before the API saw the request).
+	FaultGatewayTimeout
 	// FaultInProcess answers Chift's 409 REQUEST_IN_PROCESS as if another
 	// request with the key were being processed; not processed, and the
 	// key is not recorded. A run of them is a burst the client must wait
@@ -52,6 +55,7 @@ var faultNames = [...]string{
 	FaultBadGateway:           "502",
 	FaultUnavailable:          "503",
 	FaultRateLimited:          "429",
+	FaultGatewayTimeout:       "504",
 	FaultInProcess:            "409-in-process",
 }
 
@@ -68,7 +72,7 @@ func (f Fault) String() string {
 func (f Fault) beforeProcessing() bool {
 	switch f {
 	case FaultDropBeforeProcessing, FaultInternalError, FaultBadGateway,
-		FaultUnavailable, FaultRateLimited, FaultInProcess:
+		FaultUnavailable, FaultRateLimited, FaultGatewayTimeout, FaultInProcess:
 		return true
 	}
 	return false
@@ -76,9 +80,10 @@ func (f Fault) beforeProcessing() bool {
 
 // proxyStatus holds the faults a proxy in front of the API would answer.
 var proxyStatus = map[Fault]int{
-	FaultInternalError: http.StatusInternalServerError,
-	FaultBadGateway:    http.StatusBadGateway,
-	FaultUnavailable:   http.StatusServiceUnavailable,
+	FaultInternalError:  http.StatusInternalServerError,
+	FaultBadGateway:     http.StatusBadGateway,
+	FaultUnavailable:    http.StatusServiceUnavailable,
+	FaultGatewayTimeout: http.StatusGatewayTimeout,
 }
 
 // reply is a response decided in full before any byte is sent, so that

@@ -2,6 +2,7 @@ package saferetrytest_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/saferetry/saferetry-go/saferetrytest"
@@ -35,5 +36,20 @@ func TestZeroHashIgnoresInProcessFault(t *testing.T) {
 	}
 	if s.CreatedWithClientTransferID("in-process-ignored") != 1 {
 		t.Fatal("not created")
+	}
+}
+
+func TestGatewayTimeoutProcessesNothing(t *testing.T) {
+	s := newServer(t, saferetrytest.FaultGatewayTimeout)
+	o := post(t, rawClient(t), s.URL+invoicingPath, "gw-key", invoiceBody)
+	wantStatus(t, o, http.StatusGatewayTimeout)
+	if s.Created() != 0 || !strings.Contains(string(o.body), "504 Gateway Time-out") && !strings.Contains(string(o.body), "504 Gateway Timeout") {
+		t.Fatalf("created %d, body %q", s.Created(), o.body)
+	}
+	zh := saferetrytest.NewZeroHashServer()
+	defer zh.Close()
+	zh.Script(saferetrytest.FaultGatewayTimeout)
+	if o := zhCreate(t, zh, zhClient(t), "gw-cid"); o.status != http.StatusGatewayTimeout || zh.Created() != 0 {
+		t.Fatalf("zerohash: status %d, created %d", o.status, zh.Created())
 	}
 }
