@@ -142,7 +142,7 @@ func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreate
 }
 
 // maxChiftPosts bounds the posts of one Create when the transport's own
-// retries end on a server error: the key makes each repost safe.
+// retries end on a server error or a 429: the key makes each repost safe.
 const maxChiftPosts = 3
 
 // post sends the create once (the transport retries within) and says
@@ -159,15 +159,16 @@ func (s *ChiftService) post(ctx context.Context, in ChiftCreate) (created *Chift
 	switch {
 	case err == nil:
 		return &ChiftCreated{RequestID: in.RequestID, StatusCode: resp.StatusCode, EntityID: entityID(body), Body: body}, false, nil
-	case errors.Is(err, ErrRequestAlreadyProcessed), errors.Is(err, ErrRequestInProcess):
-		created, err = s.recover(ctx, in)
-		return created, false, err
+	case errors.Is(err, ErrRequestAlreadyProcessed):
+		return s.recover(ctx, in, true)
+	case errors.Is(err, ErrRequestInProcess):
+		return s.recover(ctx, in, false)
 	case resp != nil && resp.StatusCode < 300:
 		// Created, but the answer was cut off: the log has the outcome.
-		created, err = s.recover(ctx, in)
-		return created, false, err
+		return s.recover(ctx, in, true)
 	case errors.As(err, &apiErr):
-		return nil, apiErr.StatusCode >= 500 && ctx.Err() == nil, err
+		notProcessed := apiErr.StatusCode >= 500 || apiErr.StatusCode == http.StatusTooManyRequests
+		return nil, notProcessed && ctx.Err() == nil, err
 	}
 	var reqErr *RequestError
 	return nil, errors.As(err, &reqErr) && ctx.Err() == nil, err
@@ -205,8 +206,11 @@ func entityID(body json.RawMessage) string {
 }
 
 // recover polls the monitoring endpoint until it gives the request's
-// status.
-func (s *ChiftService) recover(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
+// status. A request known to be processed that the log does not show yet
+// is polled for; one only said to be in process that the log does not
+// know was never recorded, and is worth posting again (again): the key
+// keeps a repost from creating twice.
+func (s *ChiftService) recover(ctx context.Context, in ChiftCreate, processed bool) (created *ChiftCreated, again bool, err error) {
 	b := s.client.transport.cfg.backOff(chiftPollLimit)
 	var last error
 	t, err := backoff.RetryWithData(func() (*Transaction, error) {
@@ -218,19 +222,24 @@ func (s *ChiftService) recover(ctx context.Context, in ChiftCreate) (*ChiftCreat
 			return nil, last
 		case err == nil:
 			return t, nil
+		case errors.Is(err, ErrTransactionNotFound) && !processed:
+			return nil, backoff.Permanent(err)
 		case isDefiniteRejection(err): // 404 is not: the log may lag
 			return nil, backoff.Permanent(err)
 		}
 		return nil, err
 	}, backoff.WithContext(b, ctx))
+	if errors.Is(err, ErrTransactionNotFound) && !processed && ctx.Err() == nil {
+		return nil, true, &OutcomeError{Key: in.RequestID, Reason: "Chift answered REQUEST_IN_PROCESS but its log does not know the request", Err: err}
+	}
 	if err != nil {
-		return nil, &OutcomeError{Key: in.RequestID, Reason: "the monitoring endpoint did not tell the outcome in time", Err: last}
+		return nil, false, &OutcomeError{Key: in.RequestID, Reason: "the monitoring endpoint did not tell the outcome in time", Err: last}
 	}
 	if t.StatusCode >= 300 {
-		return nil, &APIError{
+		return nil, false, &APIError{
 			StatusCode: t.StatusCode, RequestID: in.RequestID,
 			Message: fmt.Sprintf("the request with this id was answered %d; Chift's log keeps the status, not the body", t.StatusCode),
 		}
 	}
-	return &ChiftCreated{RequestID: in.RequestID, StatusCode: t.StatusCode, EntityID: t.CreatedEntityID, Recovered: true}, nil
+	return &ChiftCreated{RequestID: in.RequestID, StatusCode: t.StatusCode, EntityID: t.CreatedEntityID, Recovered: true}, false, nil
 }
