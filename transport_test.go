@@ -85,27 +85,25 @@ func TestCallerKeyIsKept(t *testing.T) {
 }
 
 func TestMethodsStamped(t *testing.T) {
+	zh := []Option{WithZeroHashRequestID()}
 	tests := []struct {
 		method string
 		opts   []Option
+		header string
 		want   bool
 	}{
-		{"POST", nil, true},
-		{"PATCH", nil, true},
-		{"GET", nil, false},
-		{"PUT", nil, false},
-		{"PUT", []Option{WithStampedMethods("put", "POST")}, true},
-		{"PATCH", []Option{WithStampedMethods("PUT")}, false},
-		{"GET", []Option{WithZeroHashRequestID()}, true},
-		{"DELETE", []Option{WithZeroHashRequestID()}, true},
+		{"POST", nil, DefaultRequestIDHeader, true},
+		{"PATCH", nil, DefaultRequestIDHeader, true},
+		{"GET", nil, DefaultRequestIDHeader, false},
+		{"PUT", nil, DefaultRequestIDHeader, false},
+		{"PUT", []Option{WithStampedMethods("put", "POST")}, DefaultRequestIDHeader, true},
+		{"PATCH", []Option{WithStampedMethods("PUT")}, DefaultRequestIDHeader, false},
+		{"GET", zh, ZeroHashRequestIDHeader, true},
+		{"DELETE", zh, ZeroHashRequestIDHeader, true},
 	}
 	for _, tt := range tests {
-		t.Run(fmt.Sprintf("%s %d", tt.method, len(tt.opts)), func(t *testing.T) {
-			header := DefaultRequestIDHeader
-			if len(tt.opts) > 0 && tt.method == "GET" || tt.method == "DELETE" {
-				header = ZeroHashRequestIDHeader
-			}
-			mt, api := newMockAPI(t, header, answer(200, "{}"))
+		t.Run(fmt.Sprintf("%s %s %d", tt.method, tt.header, len(tt.opts)), func(t *testing.T) {
+			mt, api := newMockAPI(t, tt.header, answer(200, "{}"))
 			tr := newTestTransport(t, mt, tt.opts...)
 			req, _ := http.NewRequest(tt.method, testURL, nil)
 			resp, err := tr.RoundTrip(req)
