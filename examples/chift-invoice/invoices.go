@@ -1,15 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
-	"time"
 
 	saferetry "github.com/saferetry/saferetry-go"
 	"github.com/saferetry/saferetry-go/saferetrytest"
@@ -30,6 +24,7 @@ var scenarios = []scenario{
 	{saferetrytest.FaultRateLimited, "429 with Retry-After: 1, then success"},
 	{saferetrytest.FaultDropBeforeProcessing, "connection dropped before the server acted, then success"},
 	{saferetrytest.FaultDropAfterProcessing, "connection dropped after the invoice was created; the retry hears 409 REQUEST_ALREADY_PROCESSED"},
+	{saferetrytest.FaultResetMidBody, "invoice created, but the answer's body is cut off mid-way"},
 	{saferetrytest.FaultNone, "no fault"},
 }
 
@@ -46,9 +41,9 @@ type invoice struct {
 }
 
 // planned is one invoice with the key chosen for it. The caller picks the
-// key rather than letting the transport generate one, so that it can be
-// stored with the invoice before sending and used to look the invoice up
-// if the outcome is unknown.
+// key rather than letting the SDK generate one, so that it can be stored
+// with the invoice before sending: a process that dies mid-create can
+// finish it later by creating again with the same key.
 type planned struct {
 	body     invoice
 	key      string
@@ -99,28 +94,19 @@ func newInvoice(number string, i int) invoice {
 	}
 }
 
-func numbersByKey(plan []planned) map[string]string {
-	numbers := make(map[string]string, len(plan))
-	for _, p := range plan {
-		numbers[p.key] = p.body.InvoiceNumber
-	}
-	return numbers
-}
-
-// outcome is how one invoice ended, with the key as the SDK reports it.
+// outcome is how one invoice ended.
 type outcome struct {
-	number string
-	key    string
-	id     string // the created invoice's id, when the answer carried it
-	err    error
+	number  string
+	created *saferetry.ChiftCreated // nil when err is set
+	err     error
 }
 
 // createAll sends the invoices one after the other, so that the attempt
 // lines of each invoice stay together.
-func createAll(client *http.Client, api *target, plan []planned) []outcome {
+func createAll(client *saferetry.Client, api *target, plan []planned) []outcome {
 	outcomes := make([]outcome, len(plan))
 	for i, p := range plan {
-		fmt.Printf("\n%s%s\n", p.body.InvoiceNumber, storyOf(p))
+		fmt.Printf("\n%s  key %s%s\n", p.body.InvoiceNumber, p.key, storyOf(p))
 		outcomes[i] = create(context.Background(), client, api, p)
 	}
 	return outcomes
@@ -130,131 +116,19 @@ func storyOf(p planned) string {
 	if p.scenario.story == "" { // a real API: nothing is scripted
 		return ""
 	}
-	return ": " + p.scenario.story
+	return "\n  " + p.scenario.story
 }
 
-func create(ctx context.Context, client *http.Client, api *target, p planned) outcome {
-	o := outcome{number: p.body.InvoiceNumber}
-	req, err := newInvoiceRequest(ctx, api, p)
-	if err != nil {
-		o.err = err
-		return o
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		o.key, o.err = saferetry.KeyFromError(err), err
-		return o
-	}
-	defer resp.Body.Close()
-	o.key = saferetry.RequestKey(resp)
-	o.id, o.err = createdID(resp)
-	return o
-}
-
-func newInvoiceRequest(ctx context.Context, api *target, p planned) (*http.Request, error) {
-	body, err := json.Marshal(p.body)
-	if err != nil {
-		return nil, err
-	}
-	u := api.baseURL + "/consumers/" + url.PathEscape(api.consumerID) + "/invoicing/invoices"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set(saferetry.ChiftRequestIDHeader, p.key)
-	if api.token != "" {
-		req.Header.Set("Authorization", "Bearer "+api.token)
-	}
-	return req, nil
-}
-
-// createdID reads the id of the created invoice; a non-2xx answer the
-// transport handed back (a business 409, a 422) becomes an *APIError.
-func createdID(resp *http.Response) (string, error) {
-	if err := saferetry.CheckResponse(resp); err != nil {
-		return "", err
-	}
-	var created struct {
-		ID string `json:"id"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&created); err != nil {
-		return "", fmt.Errorf("decoding the created invoice: %w", err)
-	}
-	return created.ID, nil
-}
-
-// printAttempt is the observer: one line per attempt, printed as it ends.
-func printAttempt(numbers map[string]string) func(saferetry.Attempt) {
-	return func(a saferetry.Attempt) {
-		fmt.Printf("  %s  key %s  attempt %d: %-27s %s\n",
-			numbers[a.Key], a.Key, a.Number, attemptResult(a), nextStep(a))
-	}
-}
-
-func attemptResult(a saferetry.Attempt) string {
-	if a.Err == nil {
-		return fmt.Sprintf("%d %s", a.StatusCode, http.StatusText(a.StatusCode))
-	}
-	// The URL is the same on every line; keep only the cause.
-	err := a.Err
-	var urlErr *url.Error
-	if errors.As(err, &urlErr) {
-		err = urlErr.Err
-	}
-	if a.Sent {
-		return fmt.Sprintf("error %q after sending", err)
-	}
-	return fmt.Sprintf("error %q, not sent", err)
-}
-
-func nextStep(a saferetry.Attempt) string {
-	if !a.Retry {
-		return "-> stop"
-	}
-	return "-> retry in " + a.Wait.Round(time.Millisecond).String()
-}
-
-func printSummary(outcomes []outcome) {
-	fmt.Println("\nSummary")
-	for _, o := range outcomes {
-		fmt.Printf("  %s  key %s  %s\n", o.number, o.key, describe(o))
-	}
-}
-
-func describe(o outcome) string {
-	var apiErr *saferetry.APIError
-	switch {
-	case o.err == nil:
-		return "created, id " + o.id
-	case errors.Is(o.err, saferetry.ErrRequestAlreadyProcessed) && errors.As(o.err, &apiErr):
-		// Chift sends no copy of the first answer: the id is recovered later
-		// from the key (GET .../transactions?client_request_id=<key>).
-		return fmt.Sprintf("already processed (original status %d): the invoice exists; its id is found by key later", apiErr.OriginalStatus)
-	}
-	return "error: " + o.err.Error()
-}
-
-// checkServer asks the fake, which counts what it created, whether every
-// key created exactly one invoice and nothing else was created.
-func checkServer(server *saferetrytest.ChiftServer, plan []planned) []error {
-	fmt.Println("\nServer's own counts")
-	var errs []error
-	for _, p := range plan {
-		n := server.CreatedWithKey(p.key)
-		fmt.Printf("  key %s  created %d\n", p.key, n)
-		if n != 1 {
-			errs = append(errs, fmt.Errorf("key %s created %d invoices, want 1", p.key, n))
-		}
-	}
-	total := server.Created()
-	fmt.Printf("  total created %d for %d invoices\n", total, len(plan))
-	if total != len(plan) {
-		errs = append(errs, fmt.Errorf("the server created %d invoices for %d requested", total, len(plan)))
-	}
-	if len(errs) == 0 {
-		fmt.Println("OK: every invoice exists exactly once")
-	}
-	return errs
+// create needs the connection id only for the case where the answer is
+// lost: Create then reads the outcome from that connection's log.
+func create(ctx context.Context, client *saferetry.Client, api *target, p planned) outcome {
+	ctx, cancel := context.WithTimeout(ctx, api.createTimeout)
+	defer cancel()
+	created, err := client.Chift.Create(ctx, saferetry.ChiftCreate{
+		Path:       "consumers/" + url.PathEscape(api.consumerID) + "/invoicing/invoices",
+		Body:       p.body,
+		ConsumerID: api.consumerID, ConnectionID: api.connectionID,
+		RequestID: p.key,
+	})
+	return outcome{number: p.body.InvoiceNumber, created: created, err: err}
 }

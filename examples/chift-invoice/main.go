@@ -1,28 +1,37 @@
 // Command chift-invoice creates invoices through Chift's invoicing API with
-// an http.Client wrapped by saferetry, and prints what every attempt did.
+// saferetry's Client, and prints what every attempt did.
+//
+// Each invoice is created with client.Chift.Create, which retries what is
+// safe to retry and, when the answer to a create that did happen is lost,
+// reads the invoice's id from Chift's monitoring log itself: the caller gets
+// an id either way and never writes that lookup.
 //
 // With no flags it starts saferetrytest's in-process fake of Chift on
-// loopback and scripts one failure per invoice: a proxy's 502 HTML page, a
-// 503, a 429 with Retry-After, a connection dropped before the server acted,
-// one dropped after it acted, and no failure at all. It then asks the server
-// how many invoices each idempotency key created and exits 1 unless every
-// count is exactly 1, so the program is also a check. It needs no network
-// and no environment.
+// loopback, which demands a token as Chift does, and scripts one failure per
+// invoice: a proxy's 502 HTML page, a 503, a 429 with Retry-After, a
+// connection dropped before the server acted, one dropped after it acted, a
+// response body cut off mid-way, and no failure at all. It then checks
+// that every key created exactly one invoice and that the id each create
+// returned is that invoice, and exits 1 otherwise, so the program is also a
+// check. It needs no network and no environment.
 //
 // With -base-url it sends to that API instead (https://api.chift.eu for
-// Chift). The credentials come from the environment: CHIFT_ACCESS_TOKEN (sent
-// as "Authorization: Bearer <token>", never printed) and CHIFT_CONSUMER_ID.
+// Chift). The credentials come from the environment: CHIFT_CLIENT_ID,
+// CHIFT_CLIENT_SECRET, CHIFT_ACCOUNT_ID and optionally CHIFT_ENV_ID (traded
+// for a token at POST /token; neither the secret nor the token is printed),
+// plus CHIFT_CONSUMER_ID and CHIFT_CONNECTION_ID, the connection whose
+// monitoring log tells the outcome of a create whose answer was lost.
 //
 //	go run ./examples/chift-invoice
-//	go run ./examples/chift-invoice -n 8
-//	CHIFT_ACCESS_TOKEN=... CHIFT_CONSUMER_ID=... go run ./examples/chift-invoice -base-url https://api.chift.eu -n 1
+//	go run ./examples/chift-invoice -n 9
+//	CHIFT_CLIENT_ID=... CHIFT_CLIENT_SECRET=... CHIFT_ACCOUNT_ID=... \
+//	CHIFT_CONSUMER_ID=... CHIFT_CONNECTION_ID=... \
+//	go run ./examples/chift-invoice -base-url https://api.chift.eu -n 1
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -34,6 +43,10 @@ import (
 // demoConsumerID is the consumer the in-process server books invoices for;
 // the fake accepts any id.
 const demoConsumerID = "00000000-0000-4000-8000-000000000001"
+
+// maxBackoff caps the waits between attempts so the demo takes seconds; a
+// longer wait can only come from a Retry-After.
+const maxBackoff = 500 * time.Millisecond
 
 func main() {
 	baseURL := flag.String("base-url", "", "Chift API to send to, e.g. https://api.chift.eu (default: an in-process fake)")
@@ -55,23 +68,24 @@ func run(baseURL string, n int) error {
 	}
 	defer api.close()
 	plan := planInvoices(api, n)
-	client, err := newClient(api, plan)
+	client, err := newClient(api)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("Creating %d invoices for consumer %s at %s\n", n, api.consumerID, api.baseURL)
+	fmt.Printf("Creating %d invoices for consumer %s at %s\n", n, api.consumerID, api.where())
 	outcomes := createAll(client, api, plan)
 	printSummary(outcomes)
 	return check(api.server, plan, outcomes)
 }
 
 // target is the API the invoices go to: the in-process fake (server set)
-// or a real one reached with a bearer token.
+// or a real one.
 type target struct {
-	baseURL    string
-	consumerID string
-	token      string                     // "" for the fake, which needs none
-	server     *saferetrytest.ChiftServer // nil for a real API
+	baseURL      string
+	creds        saferetry.ChiftCredentials
+	consumerID   string
+	connectionID string
+	server       *saferetrytest.ChiftServer // nil for a real API
 	// runID keeps invoice numbers and keys unique across runs against a
 	// real API, where Chift remembers keys for 6 months; the fake starts
 	// empty, so a fixed id keeps its trace the same on every run.
@@ -79,33 +93,71 @@ type target struct {
 	// attemptTimeout bounds one attempt. Chift may itself retry a rate-limited
 	// connector for about 31s, so a real API gets a long bound; the fake
 	// answers at once and a short bound keeps a hung attempt from stalling
-	// the demo.
-	attemptTimeout time.Duration
+	// the demo. createTimeout bounds a whole create, its log lookups included.
+	attemptTimeout, createTimeout time.Duration
 }
 
 func newTarget(baseURL string) (*target, error) {
 	if baseURL == "" {
-		srv := saferetrytest.NewChiftServer()
-		return &target{
-			baseURL: srv.URL, consumerID: demoConsumerID, server: srv,
-			runID: "demo", attemptTimeout: srv.SlowDelay + time.Second,
-		}, nil
+		return fakeTarget(), nil
 	}
-	token, consumer := os.Getenv("CHIFT_ACCESS_TOKEN"), os.Getenv("CHIFT_CONSUMER_ID")
-	var missing []string
-	if token == "" {
-		missing = append(missing, "CHIFT_ACCESS_TOKEN")
-	}
-	if consumer == "" {
-		missing = append(missing, "CHIFT_CONSUMER_ID")
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("-base-url needs %s in the environment", strings.Join(missing, " and "))
+	env, err := readEnv()
+	if err != nil {
+		return nil, err
 	}
 	return &target{
-		baseURL: strings.TrimSuffix(baseURL, "/"), consumerID: consumer, token: token,
-		runID: time.Now().UTC().Format("20060102T150405"), attemptTimeout: time.Minute,
+		baseURL: baseURL,
+		creds: saferetry.ChiftCredentials{
+			ClientID: env["CHIFT_CLIENT_ID"], ClientSecret: env["CHIFT_CLIENT_SECRET"],
+			AccountID: env["CHIFT_ACCOUNT_ID"], EnvID: env["CHIFT_ENV_ID"],
+		},
+		consumerID: env["CHIFT_CONSUMER_ID"], connectionID: env["CHIFT_CONNECTION_ID"],
+		runID:          time.Now().UTC().Format("20060102T150405"),
+		attemptTimeout: time.Minute, createTimeout: 5 * time.Minute,
 	}, nil
+}
+
+// fakeTarget starts the in-process server and uses its own credentials.
+// RequireAuth makes it refuse requests without a token, as Chift does.
+func fakeTarget() *target {
+	srv := saferetrytest.NewChiftServer()
+	srv.RequireAuth = true
+	return &target{
+		baseURL:    srv.URL,
+		creds:      saferetry.ChiftCredentials{ClientID: srv.ClientID, ClientSecret: srv.ClientSecret, AccountID: srv.AccountID},
+		consumerID: demoConsumerID, connectionID: srv.ConnectionID, server: srv,
+		runID: "demo", attemptTimeout: srv.SlowDelay + time.Second, createTimeout: 10 * time.Second,
+	}
+}
+
+// requiredEnv is what -base-url needs; CHIFT_ENV_ID is optional.
+var requiredEnv = []string{
+	"CHIFT_CLIENT_ID", "CHIFT_CLIENT_SECRET", "CHIFT_ACCOUNT_ID", "CHIFT_CONSUMER_ID", "CHIFT_CONNECTION_ID",
+}
+
+// readEnv names every missing variable at once, so one run tells all.
+func readEnv() (map[string]string, error) {
+	env := map[string]string{"CHIFT_ENV_ID": os.Getenv("CHIFT_ENV_ID")}
+	var missing []string
+	for _, name := range requiredEnv {
+		env[name] = os.Getenv(name)
+		if strings.TrimSpace(env[name]) == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("-base-url needs %s in the environment", strings.Join(missing, ", "))
+	}
+	return env, nil
+}
+
+// where names the API without the fake's random port, so the trace is the
+// same on every run.
+func (t *target) where() string {
+	if t.server != nil {
+		return "an in-process fake of Chift"
+	}
+	return t.baseURL
 }
 
 func (t *target) close() {
@@ -114,32 +166,13 @@ func (t *target) close() {
 	}
 }
 
-// newClient wraps a plain http.Client. Backoffs are short so the demo takes
-// seconds; the 429's Retry-After still sets the wait when it is longer.
-func newClient(api *target, plan []planned) (*http.Client, error) {
-	return saferetry.Wrap(&http.Client{Timeout: 5 * time.Minute},
-		saferetry.WithChift(),
-		saferetry.WithBackoff(50*time.Millisecond, 500*time.Millisecond),
+// newClient authenticates with the target's credentials; the 429's
+// Retry-After still sets the wait when it is longer than maxBackoff.
+func newClient(api *target) (*saferetry.Client, error) {
+	return saferetry.NewClient(api.baseURL,
+		saferetry.WithChiftAuth(api.creds),
+		saferetry.WithBackoff(50*time.Millisecond, maxBackoff),
 		saferetry.WithAttemptTimeout(api.attemptTimeout),
-		saferetry.WithObserver(printAttempt(numbersByKey(plan))),
+		saferetry.WithObserver(printAttempt),
 	)
-}
-
-// check reports the failures that make the run a failed check: an invoice
-// that ended in an error, a key the SDK reported differently from the one
-// sent, and, against the fake, a key that did not create exactly one invoice.
-func check(server *saferetrytest.ChiftServer, plan []planned, outcomes []outcome) error {
-	var errs []error
-	for i, o := range outcomes {
-		if o.err != nil && !errors.Is(o.err, saferetry.ErrRequestAlreadyProcessed) {
-			errs = append(errs, fmt.Errorf("%s failed: %w", o.number, o.err))
-		}
-		if o.key != plan[i].key {
-			errs = append(errs, fmt.Errorf("%s: the SDK reports key %q, the request carried %q", o.number, o.key, plan[i].key))
-		}
-	}
-	if server != nil {
-		errs = append(errs, checkServer(server, plan)...)
-	}
-	return errors.Join(errs...)
 }
