@@ -99,7 +99,15 @@ type ChiftCreate struct {
 	// RequestID is the X-Chift-Client-RequestId; empty: a UUIDv4. Reuse
 	// one on purpose to finish a create an earlier process began.
 	RequestID string
+	// FirstSentAt is, when this call resumes such a create, when it was
+	// first sent. Chift keeps request ids for 6 months; past that a
+	// repost could create a second entity, so Create refuses it.
+	FirstSentAt time.Time
 }
+
+// ChiftRequestIDRetention is how long Chift remembers a request id.
+// Create refuses to resume a create first sent longer ago, less a day.
+const ChiftRequestIDRetention = 180 * 24 * time.Hour
 
 // ChiftCreated is the result of Create.
 type ChiftCreated struct {
@@ -180,6 +188,9 @@ func (in *ChiftCreate) prepare() error {
 	}
 	if err := requireIDs(map[string]string{"ChiftCreate ConsumerID": in.ConsumerID, "ChiftCreate ConnectionID": in.ConnectionID}); err != nil {
 		return err
+	}
+	if !in.FirstSentAt.IsZero() && time.Since(in.FirstSentAt) > ChiftRequestIDRetention-24*time.Hour {
+		return &OutcomeError{Key: in.RequestID, Reason: fmt.Sprintf("first sent %s ago: Chift may have forgotten the request id (it keeps them 6 months), so posting again could create a second entity", time.Since(in.FirstSentAt).Round(time.Hour))}
 	}
 	if in.RequestID == "" {
 		id, err := newUUIDKey()

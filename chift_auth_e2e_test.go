@@ -409,3 +409,20 @@ func TestChiftCreatePostsAgainAfterServerErrors(t *testing.T) {
 		t.Fatalf("after 3 server errors: %v", err)
 	}
 }
+
+func TestChiftCreateRefusesAResumeBeyondRetention(t *testing.T) {
+	srv := newAuthServer()
+	defer srv.Close()
+	c, _ := chiftAPI(t, srv)
+	_, err := c.Chift.Create(context.Background(), saferetry.ChiftCreate{
+		Path: "consumers/" + consumer + "/invoicing/invoices", Body: map[string]any{"total": 1},
+		ConsumerID: consumer, ConnectionID: srv.ConnectionID, RequestID: "old-request",
+		FirstSentAt: time.Now().Add(-180 * 24 * time.Hour),
+	})
+	if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != "old-request" || !strings.Contains(err.Error(), "6 months") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(srv.Requests()) != 0 {
+		t.Fatalf("%d requests sent", len(srv.Requests()))
+	}
+}
