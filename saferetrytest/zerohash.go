@@ -134,6 +134,7 @@ type ZeroHashServer struct {
 	transfers    []*zhTransfer // in creation order
 	byID         map[int64]*zhTransfer
 	createdByCID map[string]int
+	byCID        map[string][]*zhTransfer // index for the duplicate check and the lookup
 	idLocks      map[string]*zhIDLock
 	visibility   time.Duration
 	requests     []RequestRecord
@@ -234,6 +235,7 @@ func NewZeroHashServer() *ZeroHashServer {
 		attempts:     map[string]int{},
 		byID:         map[int64]*zhTransfer{},
 		createdByCID: map[string]int{},
+		byCID:        map[string][]*zhTransfer{},
 		idLocks:      map[string]*zhIDLock{},
 	}
 	s.srv = httptest.NewServer(s.routes())
@@ -495,8 +497,8 @@ func (s *ZeroHashServer) isDuplicate(cid string) bool {
 	cutoff := s.now().Add(-zhUniqueWindow)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, t := range s.transfers {
-		if t.body.clientTransferID == cid && t.created.After(cutoff) {
+	for _, t := range s.byCID[cid] {
+		if t.created.After(cutoff) {
 			return true
 		}
 	}
@@ -581,6 +583,9 @@ func (s *ZeroHashServer) create(in zhTransferBody) zhTransferEntity {
 	s.transfers = append(s.transfers, t)
 	s.byID[t.id] = t
 	s.createdByCID[in.clientTransferID]++
+	if in.clientTransferID != "" {
+		s.byCID[in.clientTransferID] = append(s.byCID[in.clientTransferID], t)
+	}
 	return t.entity()
 }
 
@@ -708,8 +713,12 @@ func (s *ZeroHashServer) page(q zhQuery) zhPage {
 	oldest := s.now().AddDate(0, -zhListMonths, 0)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	candidates := s.transfers
+	if cid, ok := q.filters["client_transfer_id"]; ok {
+		candidates = s.byCID[cid] // most lookups: no scan of every transfer
+	}
 	var match []*zhTransfer
-	for _, t := range s.transfers {
+	for _, t := range candidates {
 		if t.visible() && !t.created.Before(oldest) && zhMatches(t, q.filters) {
 			match = append(match, t)
 		}
