@@ -73,17 +73,25 @@ func newCall(t *Transport, req *http.Request, key string, body bodySource) *call
 	if body.oneShot {
 		c.maxRetries = 0
 	}
-	c.bo = backoff.ExponentialBackOff{
-		InitialInterval:     t.cfg.backoffInitial,
-		RandomizationFactor: backoff.DefaultRandomizationFactor,
-		Multiplier:          backoff.DefaultMultiplier,
-		MaxInterval:         t.cfg.backoffMax,
-		Stop:                backoff.Stop,
-		Clock:               backoff.SystemClock,
-	}
-	c.bo.Reset()
 	c.watch.hook(&c.trace)
 	return c
+}
+
+// nextWait is the next jittered exponential wait. The schedule is set up
+// on the first retry: most requests never need one.
+func (c *call) nextWait() time.Duration {
+	if c.bo.Clock == nil {
+		c.bo = backoff.ExponentialBackOff{
+			InitialInterval:     c.t.cfg.backoffInitial,
+			RandomizationFactor: backoff.DefaultRandomizationFactor,
+			Multiplier:          backoff.DefaultMultiplier,
+			MaxInterval:         c.t.cfg.backoffMax,
+			Stop:                backoff.Stop,
+			Clock:               backoff.SystemClock,
+		}
+		c.bo.Reset()
+	}
+	return c.bo.NextBackOff()
 }
 
 // useLastResponse keeps a client from following redirects.
@@ -132,12 +140,15 @@ func (c *call) finish(resp *http.Response, err, final error) (*http.Response, er
 func (c *call) request() *http.Request {
 	ctx := context.WithValue(c.req.Context(), callInfoKey{}, c)
 	ctx = httptrace.WithClientTrace(ctx, &c.trace)
-	var clone *http.Request
+	// A shallow copy: only the header map is written to, so only it is
+	// copied; a full Clone would copy the URL and more on every request.
+	clone := c.req.WithContext(ctx)
 	if c.key != "" && c.req.Header.Get(c.t.cfg.header) == "" {
-		clone = c.req.Clone(ctx)
-		clone.Header.Set(c.t.cfg.header, c.key)
-	} else {
-		clone = c.req.WithContext(ctx)
+		clone.Header = c.req.Header.Clone()
+		if clone.Header == nil {
+			clone.Header = http.Header{}
+		}
+		clone.Header[c.t.cfg.header] = []string{c.key}
 	}
 	clone.RequestURI = ""
 	switch {
@@ -304,7 +315,7 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 	if c.attempt > c.maxRetries {
 		return false
 	}
-	c.wait = c.bo.NextBackOff()
+	c.wait = c.nextWait()
 	if resp != nil {
 		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			if d > c.t.cfg.maxRetryAfter {

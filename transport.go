@@ -1,6 +1,7 @@
 package saferetry
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -140,11 +141,15 @@ func validateKey(key string) error {
 	return nil
 }
 
+// newUUIDKey makes a UUIDv4 from crypto/rand into a value on the stack:
+// uuid.NewRandom would put it on the heap, on every request.
 func newUUIDKey() (string, error) {
-	u, err := uuid.NewRandom()
-	if err != nil {
+	var u uuid.UUID
+	if _, err := rand.Read(u[:]); err != nil {
 		return "", err
 	}
+	u[6] = (u[6] & 0x0f) | 0x40 // version 4
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
 	return u.String(), nil
 }
 
