@@ -179,9 +179,10 @@ func decodeChiftToken(body io.Reader, sent time.Time) (*oauth2.Token, error) {
 		return nil, errors.New("the token answer holds no access_token")
 	}
 	t := &oauth2.Token{AccessToken: out.AccessToken, TokenType: "Bearer"}
+	const maxLifetime = int64(365 * 24 * time.Hour / time.Second) // keeps the product from overflowing
 	switch {
 	case out.ExpiresIn > 0:
-		t.Expiry = sent.Add(time.Duration(out.ExpiresIn) * time.Second)
+		t.Expiry = sent.Add(time.Duration(min(out.ExpiresIn, maxLifetime)) * time.Second)
 	case out.ExpiresOn > 0:
 		t.Expiry = time.Unix(out.ExpiresOn, 0)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Sentinels for errors.Is. Every error the SDK returns for one of these
@@ -283,8 +284,8 @@ func excerpt(body []byte) string {
 		body = []byte(title)
 	}
 	s := strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
+		if !unicode.IsPrint(r) {
+			return ' ' // control characters (C0 and C1) must not reach a terminal
 		}
 		return r
 	}, strings.ToValidUTF8(string(body[:min(len(body), max)]), ""))
@@ -293,7 +294,7 @@ func excerpt(body []byte) string {
 
 // htmlTitle returns the text of the first <title> element, if any.
 func htmlTitle(body []byte) string {
-	lower := bytes.ToLower(body)
+	lower := asciiLower(body)
 	start := bytes.Index(lower, []byte("<title>"))
 	if start < 0 {
 		return ""
@@ -304,6 +305,19 @@ func htmlTitle(body []byte) string {
 		return ""
 	}
 	return string(body[start : start+end])
+}
+
+// asciiLower lowers ASCII letters only, so every index into the result is
+// an index into b (bytes.ToLower can change the length of invalid UTF-8).
+func asciiLower(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		out[i] = c
+	}
+	return out
 }
 
 // RequestError is a failure of the transport itself: the request could not

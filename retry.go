@@ -361,23 +361,31 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 // parseRetryAfter reads both forms of Retry-After: delay-seconds and an
 // HTTP date.
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	const maxWait = 24 * time.Hour
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0, false
 	}
-	const maxSecs = int64(24 * time.Hour / time.Second)
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
+	if allDigits(v) {
+		secs, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || secs > int64(maxWait/time.Second) {
+			return maxWait, true // only an overflow can fail here
 		}
-		return time.Duration(min(secs, maxSecs)) * time.Second, true
-	} else if errors.Is(err, strconv.ErrRange) && v[0] != '-' {
-		return time.Duration(maxSecs) * time.Second, true
+		return time.Duration(secs) * time.Second, true
 	}
 	if at, err := http.ParseTime(v); err == nil {
-		return max(at.Sub(now), 0), true
+		return min(max(at.Sub(now), 0), maxWait), true
 	}
 	return 0, false
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func drainAndClose(body io.ReadCloser) {

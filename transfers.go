@@ -105,14 +105,14 @@ func (t *Transfer) UnmarshalJSON(data []byte) error {
 	type plain Transfer
 	var raw struct {
 		plain
-		ID                 json.Number `json:"id"`
-		Amount             json.Number `json:"amount"`
-		ClientTransferID   *string     `json:"client_transfer_id"`
-		FromAccountLabel   *string     `json:"from_account_label"`
-		ToAccountLabel     *string     `json:"to_account_label"`
-		MovementID         *string     `json:"movement_id"`
-		ParentLinkID       *string     `json:"parent_link_id"`
-		ParentLinkIDSource *string     `json:"parent_link_id_source"`
+		ID                 json.Number     `json:"id"`
+		Amount             json.RawMessage `json:"amount"`
+		ClientTransferID   *string         `json:"client_transfer_id"`
+		FromAccountLabel   *string         `json:"from_account_label"`
+		ToAccountLabel     *string         `json:"to_account_label"`
+		MovementID         *string         `json:"movement_id"`
+		ParentLinkID       *string         `json:"parent_link_id"`
+		ParentLinkIDSource *string         `json:"parent_link_id_source"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -123,11 +123,32 @@ func (t *Transfer) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return fmt.Errorf("transfer id %q is not an integer", raw.ID)
 	}
+	amount, err := decimalText(raw.Amount)
+	if err != nil {
+		return err
+	}
 	*t = Transfer(raw.plain)
-	t.ID, t.Amount = id, raw.Amount.String()
+	t.ID, t.Amount = id, amount
 	t.ClientTransferID, t.FromAccountLabel, t.ToAccountLabel = deref(raw.ClientTransferID), deref(raw.FromAccountLabel), deref(raw.ToAccountLabel)
 	t.MovementID, t.ParentLinkID, t.ParentLinkIDSource = deref(raw.MovementID), deref(raw.ParentLinkID), deref(raw.ParentLinkIDSource)
 	return nil
+}
+
+// decimalText reads an amount sent as a string (zerohash's form) or as a
+// JSON number, keeping its digits as they were; absent or null is "".
+func decimalText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", fmt.Errorf("transfer amount %s is neither a string nor a number", raw)
+	}
+	return n.String(), nil
 }
 
 func deref(s *string) string {
