@@ -1,0 +1,20 @@
+module github.com/saferetry/saferetry-go/bench
+
+go 1.25.0
+
+require (
+	github.com/failsafe-go/failsafe-go v0.9.8
+	github.com/google/uuid v1.6.0
+	github.com/hashicorp/go-retryablehttp v0.7.8
+	github.com/saferetry/saferetry-go v0.0.0
+)
+
+require (
+	github.com/bits-and-blooms/bitset v1.24.4 // indirect
+	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
+	github.com/influxdata/tdigest v0.0.1 // indirect
+	golang.org/x/oauth2 v0.34.0 // indirect
+)
+
+replace github.com/saferetry/saferetry-go => ../
