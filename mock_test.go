@@ -70,6 +70,12 @@ func (m *mockAPI) respond(req *http.Request) (*http.Response, error) {
 	r := m.replies[0]
 	m.replies = m.replies[1:]
 	m.mu.Unlock()
+	return r.play(req)
+}
+
+// play answers req as the reply says, telling the transport's trace
+// whether the request left.
+func (r reply) play(req *http.Request) (*http.Response, error) {
 	if r.err != nil {
 		if r.sent {
 			wroteHeaders(req)

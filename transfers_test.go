@@ -69,18 +69,7 @@ func (m *zhMock) respond(req *http.Request) (*http.Response, error) {
 	r := (*queue)[0]
 	*queue = (*queue)[1:]
 	m.mu.Unlock()
-	if r.err != nil {
-		if r.sent {
-			wroteHeaders(req)
-		}
-		return nil, r.err
-	}
-	wroteHeaders(req)
-	resp := httpmock.NewStringResponse(r.status, r.body)
-	for k, v := range r.header {
-		resp.Header[k] = v
-	}
-	return resp, nil
+	return r.play(req)
 }
 
 func (m *zhMock) calls() []string {
