@@ -190,15 +190,15 @@ func (r *TransferRequest) validate() error {
 		{"ToParticipantCode", r.ToParticipantCode}, {"ToAccountGroup", r.ToAccountGroup}, {"Asset", r.Asset},
 	} {
 		if strings.TrimSpace(f.value) == "" {
-			errs = append(errs, fmt.Errorf("%s is required", f.name))
+			errs = append(errs, fmt.Errorf("field %s is required", f.name))
 		}
 	}
 	if !decimalAmount.MatchString(r.Amount) || strings.Trim(r.Amount, "0.") == "" {
-		errs = append(errs, fmt.Errorf("Amount %q is not a positive decimal string", r.Amount))
+		errs = append(errs, fmt.Errorf("field Amount %q is not a positive decimal string", r.Amount))
 	}
 	for _, f := range []struct{ name, value string }{{"FromAccountLabel", r.FromAccountLabel}, {"ToAccountLabel", r.ToAccountLabel}} {
 		if f.value != "" && !accountLabel.MatchString(f.value) {
-			errs = append(errs, fmt.Errorf("%s %q may hold only letters, digits, ':', '_' and '-'", f.name, f.value))
+			errs = append(errs, fmt.Errorf("field %s %q may hold only letters, digits, ':', '_' and '-'", f.name, f.value))
 		}
 	}
 	if r.ClientTransferID != "" {
