@@ -7,9 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -57,21 +55,12 @@ type ChiftServer struct {
 	// so it may call the server's methods. The default is time.Now.
 	Now func() time.Time
 
-	srv       *httptest.Server
-	closed    chan struct{}
-	closeOnce sync.Once
+	fakeServer // its mu guards the fields below
 
-	mu           sync.Mutex
-	script       []Fault
-	faultFunc    func(key string, attempt int) Fault
-	attempts     map[string]int
 	keys         map[string]keyState
 	invoices     map[string]Invoice
 	numbers      map[invoiceNumber]string
-	createdByKey map[string]int
-	requests     []RequestRecord
 	tokenScript  []Fault
-	lookupScript []Fault
 	tokens       map[tokenHash]time.Time // expiry, as announced in expires_on
 	tokensIssued int
 	lookupDelay  time.Duration
@@ -119,39 +108,25 @@ func NewChiftServer() *ChiftServer {
 	s := &ChiftServer{
 		SlowDelay:         300 * time.Millisecond,
 		RetryAfterSeconds: 1,
-		ClientID:          chiftRandomHex(16),
-		ClientSecret:      chiftRandomHex(32),
-		AccountID:         chiftUUID(),
-		ConnectionID:      chiftUUID(),
+		ClientID:          randomHex(16),
+		ClientSecret:      randomHex(32),
+		AccountID:         newUUID(),
+		ConnectionID:      newUUID(),
 		TokenLifetime:     30 * time.Minute,
 		Now:               time.Now,
 		tokens:            map[tokenHash]time.Time{},
-		closed:            make(chan struct{}),
-		attempts:          map[string]int{},
 		keys:              map[string]keyState{},
 		invoices:          map[string]Invoice{},
 		numbers:           map[invoiceNumber]string{},
-		createdByKey:      map[string]int{},
 	}
-	s.srv = httptest.NewServer(s.routes())
-	s.URL = s.srv.URL
+	s.URL = s.start(s.routes())
 	return s
-}
-
-// Close cuts short any slow commit and shuts the server down.
-func (s *ChiftServer) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closed)
-		s.srv.Close()
-	})
 }
 
 // Script appends faults to a FIFO queue; each create request that passes the
 // key check consumes one.
 func (s *ChiftServer) Script(faults ...Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.script = append(s.script, faults...)
+	s.enqueue(&s.script, faults)
 }
 
 // SetFaultFunc sets what decides the fault once the script is empty; nil
@@ -160,9 +135,7 @@ func (s *ChiftServer) Script(faults ...Fault) {
 // unkeyed request. f runs without the server's lock held, so it may call the
 // server's methods.
 func (s *ChiftServer) SetFaultFunc(f func(key string, attempt int) Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faultFunc = f
+	s.setFaultFunc(f)
 }
 
 // Created returns the number of entities created in total.
@@ -175,16 +148,12 @@ func (s *ChiftServer) Created() int {
 // CreatedWithKey returns how many entities were created by requests carrying
 // key; "" counts the unkeyed ones.
 func (s *ChiftServer) CreatedWithKey(key string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.createdByKey[key]
+	return s.createdWith(key)
 }
 
 // Requests returns every request received, in arrival order.
 func (s *ChiftServer) Requests() []RequestRecord {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]RequestRecord(nil), s.requests...)
+	return s.requestLog()
 }
 
 // Entity returns the invoice with the given id.
@@ -234,31 +203,9 @@ func (s *ChiftServer) decide(rec int, r *http.Request, key string) reply {
 	if conflict != nil {
 		return jsonReply(http.StatusConflict, conflict)
 	}
-	s.setFault(rec, fault)
-	return s.answer(fault, r.PathValue("consumer_id"), key, body)
-}
-
-func (s *ChiftServer) answer(f Fault, consumer, key string, body []byte) reply {
-	if f.beforeProcessing() {
-		return s.refusal(f, key)
-	}
-	if f == FaultSlowCommit {
-		s.wait(s.SlowDelay)
-	}
-	r := s.process(consumer, key, body)
-	r.fault = f
-	return r
-}
-
-// wait is cut short by Close so that a long SlowDelay cannot hold up
-// httptest.Server.Close.
-func (s *ChiftServer) wait(d time.Duration) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-s.closed:
-	}
+	return s.faulted(rec, fault, key, func() reply {
+		return s.process(r.PathValue("consumer_id"), key, body)
+	})
 }
 
 // admit runs the key check and picks the fault. The key counts as in process
@@ -285,14 +232,6 @@ func (s *ChiftServer) admit(key string, origin keyState) (Fault, *chiftError) {
 	return fault, nil
 }
 
-func (s *ChiftServer) countAttempt(key string) int {
-	if key == "" {
-		return 1
-	}
-	s.attempts[key]++
-	return s.attempts[key]
-}
-
 func (s *ChiftServer) keyConflict(key string) *chiftError {
 	state, seen := s.keys[key]
 	switch {
@@ -314,17 +253,6 @@ func (s *ChiftServer) release(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.keys, key)
-}
-
-// takeScripted pops the next scripted fault; when there is none it returns
-// the fault func for the caller to run outside the lock.
-func (s *ChiftServer) takeScripted() (Fault, func(string, int) Fault) {
-	if len(s.script) == 0 {
-		return FaultNone, s.faultFunc
-	}
-	f := s.script[0]
-	s.script = s.script[1:]
-	return f, nil
 }
 
 // process creates the invoice or refuses it, and records the key with the
@@ -362,7 +290,7 @@ func (s *ChiftServer) commit(consumer, key string, fields map[string]any, invali
 func (s *ChiftServer) createInvoice(key string, fields map[string]any) Invoice {
 	inv := Invoice{ID: "inv_" + strconv.Itoa(len(s.invoices)+1), Key: key, Body: fields}
 	s.invoices[inv.ID] = inv
-	s.createdByKey[key]++
+	s.createdBy[key]++
 	return inv
 }
 
@@ -400,26 +328,6 @@ func (s *ChiftServer) unsupported(w http.ResponseWriter, r *http.Request, status
 		Message:   fmt.Sprintf("The resource %s - %s is not supported", r.Method, r.URL.Path),
 		ErrorCode: "ERROR_RESOURCE_NOT_SUPPORTED",
 	})).send(w)
-}
-
-func (s *ChiftServer) logRequest(r *http.Request, key string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = append(s.requests, RequestRecord{Method: r.Method, Path: r.URL.Path, Key: key})
-	return len(s.requests) - 1
-}
-
-func (s *ChiftServer) setFault(rec int, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests[rec].Fault = f
-}
-
-func (s *ChiftServer) record(rec int, r reply) reply {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests[rec].Status = r.written()
-	return r
 }
 
 // chiftError is Chift's error body; field order follows the documents.

@@ -1,12 +1,10 @@
 package saferetrytest
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -25,9 +23,7 @@ type tokenHash [sha256.Size]byte
 // drop-after and reset-mid-body issue one and lose or cut the answer;
 // slow-commit waits SlowDelay first.
 func (s *ChiftServer) ScriptToken(faults ...Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.tokenScript = append(s.tokenScript, faults...)
+	s.enqueue(&s.tokenScript, faults)
 }
 
 // ScriptLookup appends faults to the FIFO queue of the transactions endpoint;
@@ -39,9 +35,7 @@ func (s *ChiftServer) ScriptToken(faults ...Fault) {
 // drop-after behaves like drop-before, reset-mid-body cuts the answer in
 // half and slow-commit delays it by SlowDelay.
 func (s *ChiftServer) ScriptLookup(faults ...Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lookupScript = append(s.lookupScript, faults...)
+	s.enqueue(&s.lookupScript, faults)
 }
 
 // SetLookupDelay makes the transaction log lag by d, on the Now clock: a
@@ -72,39 +66,14 @@ func (s *ChiftServer) ExpireTokens() {
 	}
 }
 
-func (s *ChiftServer) now() time.Time {
-	if s.Now == nil {
-		return time.Now()
-	}
-	return s.Now()
-}
+func (s *ChiftServer) now() time.Time { return nowOf(s.Now) }
 
-// pop takes the next fault from a queue; FaultNone when it is empty.
-func (s *ChiftServer) pop(queue *[]Fault) Fault {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(*queue) == 0 {
-		return FaultNone
-	}
-	f := (*queue)[0]
-	*queue = (*queue)[1:]
-	return f
-}
-
-// faulted records f on the request and applies it around answer, as the
-// create endpoint does: a fault that strikes before processing replaces the
-// answer, slow-commit delays it, the others damage its sending.
-func (s *ChiftServer) faulted(rec int, f Fault, answer func() reply) reply {
-	s.setFault(rec, f)
-	if f.beforeProcessing() {
-		return s.refusal(f, "")
-	}
-	if f == FaultSlowCommit {
-		s.wait(s.SlowDelay)
-	}
-	r := answer()
-	r.fault = f
-	return r
+// faulted records f on the request and applies it around answer, the same
+// way on every endpoint: a fault that strikes before processing replaces the
+// answer (key goes into a REQUEST_IN_PROCESS refusal), slow-commit delays it
+// by SlowDelay, the others damage its sending.
+func (s *ChiftServer) faulted(rec int, f Fault, key string, answer func() reply) reply {
+	return s.fakeServer.faulted(rec, f, s.SlowDelay, func() reply { return s.refusal(f, key) }, answer)
 }
 
 // authed refuses a request without a valid token when RequireAuth is set.
@@ -158,7 +127,7 @@ func (s *ChiftServer) token(w http.ResponseWriter, r *http.Request) {
 	rec := s.logRequest(r, r.Header.Get(keyHeader))
 	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes))
 	f := s.pop(&s.tokenScript)
-	s.record(rec, s.faulted(rec, f, func() reply { return s.issueToken(body) })).send(w)
+	s.record(rec, s.faulted(rec, f, "", func() reply { return s.issueToken(body) })).send(w)
 }
 
 // issueToken checks the AuthItem body and the credentials, then issues a
@@ -176,7 +145,7 @@ func (s *ChiftServer) issueToken(raw []byte) reply {
 	if !s.credentialsMatch(fields) {
 		return jsonReply(http.StatusUnauthorized, wrongCredentials)
 	}
-	token := base64.RawURLEncoding.EncodeToString(chiftRandomBytes(32))
+	token := base64.RawURLEncoding.EncodeToString(randomBytes(32))
 	expiry := time.Unix(s.now().Add(s.TokenLifetime).Unix(), 0)
 	s.mu.Lock()
 	s.tokens[sha256.Sum256([]byte(token))] = expiry
@@ -267,7 +236,7 @@ var transactionNotFound = struct {
 func (s *ChiftServer) transactions(w http.ResponseWriter, r *http.Request) {
 	rec := s.logRequest(r, r.Header.Get(keyHeader))
 	f := s.pop(&s.lookupScript)
-	s.record(rec, s.faulted(rec, f, func() reply { return s.lookup(r) })).send(w)
+	s.record(rec, s.faulted(rec, f, "", func() reply { return s.lookup(r) })).send(w)
 }
 
 func (s *ChiftServer) lookup(r *http.Request) reply {
@@ -297,22 +266,4 @@ func (s *ChiftServer) lookup(r *http.Request) reply {
 		}
 	}
 	return jsonReply(http.StatusOK, out)
-}
-
-// chiftUUID returns a random (version 4) UUID in its canonical form.
-func chiftUUID() string {
-	b := chiftRandomBytes(16)
-	b[6] = b[6]&0x0f | 0x40 // version 4
-	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-func chiftRandomBytes(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b) // never fails since Go 1.24
-	return b
-}
-
-func chiftRandomHex(n int) string {
-	return hex.EncodeToString(chiftRandomBytes(n))
 }

@@ -2,7 +2,6 @@ package saferetrytest_test
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,52 +23,12 @@ const (
 	inProcessCode  = "REQUEST_IN_PROCESS"
 )
 
-// outcome is what a client saw of one request.
-type outcome struct {
-	status int // 0 when no response arrived
-	header http.Header
-	body   []byte
-	err    error // from the round trip or from reading the body
-}
-
 func newServer(t *testing.T, faults ...saferetrytest.Fault) *saferetrytest.ChiftServer {
 	t.Helper()
 	s := saferetrytest.NewChiftServer()
 	t.Cleanup(s.Close)
 	s.Script(faults...)
 	return s
-}
-
-// rawClient never reuses a connection, so net/http has no reason to replay a
-// request and every fault reaches the test as the server made it.
-func rawClient(t *testing.T) *http.Client {
-	t.Helper()
-	tr := &http.Transport{DisableKeepAlives: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
-
-func send(t *testing.T, c *http.Client, method, url string, header http.Header, body string) outcome {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	copyHeader(req.Header, header)
-	resp, err := c.Do(req)
-	if err != nil {
-		return outcome{err: err}
-	}
-	defer resp.Body.Close()
-	out := outcome{status: resp.StatusCode, header: resp.Header}
-	out.body, out.err = io.ReadAll(resp.Body)
-	return out
-}
-
-func copyHeader(dst, src http.Header) {
-	for name, values := range src {
-		dst[name] = values
-	}
 }
 
 func post(t *testing.T, c *http.Client, url, key, body string) outcome {
@@ -81,26 +40,10 @@ func post(t *testing.T, c *http.Client, url, key, body string) outcome {
 	return send(t, c, http.MethodPost, url, header, body)
 }
 
-func decode(t *testing.T, body []byte) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		t.Fatalf("body %q is not a JSON object: %v", body, err)
-	}
-	return m
-}
-
 func errorCode(t *testing.T, o outcome) string {
 	t.Helper()
 	code, _ := decode(t, o.body)["error_code"].(string)
 	return code
-}
-
-func wantStatus(t *testing.T, o outcome, status int) {
-	t.Helper()
-	if o.err != nil || o.status != status {
-		t.Fatalf("got status %d, err %v, body %s; want %d", o.status, o.err, o.body, status)
-	}
 }
 
 func TestFirstRequestCreatesInvoice(t *testing.T) {
@@ -134,12 +77,9 @@ func TestRepeatedKeyIsAlreadyProcessed(t *testing.T) {
 	wantStatus(t, post(t, c, s.URL+invoicingPath, "k<&>1", invoiceBody), http.StatusOK)
 	o := post(t, c, s.URL+invoicingPath, "k<&>1", invoiceBody)
 	wantStatus(t, o, http.StatusConflict)
-	want := `{"status":"error","message":"Request already processed: 200",` +
-		`"detail":"Request with same client request id k<&>1 was already successfully processed",` +
-		`"error_code":"REQUEST_ALREADY_PROCESSED"}`
-	if string(o.body) != want {
-		t.Errorf("body =\n%s\nwant\n%s", o.body, want)
-	}
+	wantBodyText(t, o, `{"status":"error","message":"Request already processed: 200",`+
+		`"detail":"Request with same client request id k<&>1 was already successfully processed",`+
+		`"error_code":"REQUEST_ALREADY_PROCESSED"}`)
 	if s.Created() != 1 {
 		t.Errorf("Created() = %d, want 1", s.Created())
 	}
@@ -171,19 +111,6 @@ func TestUnkeyedRequestsAlwaysProcess(t *testing.T) {
 	}
 	if s.Created() != 3 || s.CreatedWithKey("") != 3 {
 		t.Errorf("Created() = %d, CreatedWithKey(\"\") = %d; want 3, 3", s.Created(), s.CreatedWithKey(""))
-	}
-}
-
-// waitFor polls because the behaviour under test is about time: the window
-// in which a slow commit holds its key.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -239,9 +166,7 @@ func TestFaults(t *testing.T) {
 			c := rawClient(t)
 
 			o := post(t, c, s.URL+invoicingPath, "k1", invoiceBody)
-			if o.status != tt.wantStatus || (o.err != nil) != tt.wantErr {
-				t.Fatalf("got status %d, err %v; want %d, error %v", o.status, o.err, tt.wantStatus, tt.wantErr)
-			}
+			wantResult(t, o, tt.wantStatus, tt.wantErr)
 			if tt.check != nil {
 				tt.check(t, o)
 			}
@@ -261,35 +186,6 @@ func TestFaults(t *testing.T) {
 				saferetrytest.RequestRecord{Method: "POST", Path: invoicingPath, Key: "k1", Fault: tt.fault, Status: tt.wantStatus},
 				saferetrytest.RequestRecord{Method: "POST", Path: invoicingPath, Key: "k1", Status: tt.retryStatus})
 		})
-	}
-}
-
-func wantRecords(t *testing.T, got []saferetrytest.RequestRecord, want ...saferetrytest.RequestRecord) {
-	t.Helper()
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Requests() =\n%+v\nwant\n%+v", got, want)
-	}
-}
-
-func checkCutBody(t *testing.T, o outcome) {
-	t.Helper()
-	if !errors.Is(o.err, io.ErrUnexpectedEOF) {
-		t.Errorf("body read error %v, want io.ErrUnexpectedEOF", o.err)
-	}
-	if len(o.body) == 0 || json.Valid(o.body) {
-		t.Errorf("body %q should be a non-empty prefix of JSON", o.body)
-	}
-}
-
-func checkProxyPage(title string) func(*testing.T, outcome) {
-	return func(t *testing.T, o outcome) {
-		t.Helper()
-		if ct := o.header.Get("Content-Type"); ct != "text/html" {
-			t.Errorf("Content-Type = %q, want text/html", ct)
-		}
-		if !strings.Contains(string(o.body), "<title>"+title+"</title>") {
-			t.Errorf("body %q lacks title %q", o.body, title)
-		}
 	}
 }
 
@@ -323,24 +219,15 @@ func TestCloseDoesNotHangAfterDroppedConnections(t *testing.T) {
 			t.Errorf("request %d: no error", i)
 		}
 	}
-	closed := make(chan struct{})
-	go func() { s.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close hangs")
-	}
+	wantReturns(t, "Close", s.Close)
 }
 
 func TestFaultFuncSeesAttempts(t *testing.T) {
 	s := newServer(t, saferetrytest.FaultUnavailable)
 	c := rawClient(t)
-	var mu sync.Mutex
-	var calls []string
+	var calls faultCalls
 	s.SetFaultFunc(func(key string, attempt int) saferetrytest.Fault {
-		mu.Lock()
-		defer mu.Unlock()
-		calls = append(calls, fmt.Sprintf("%s#%d", key, attempt))
+		calls.add(key, attempt)
 		if attempt == 2 {
 			return saferetrytest.FaultDropBeforeProcessing
 		}
@@ -355,10 +242,7 @@ func TestFaultFuncSeesAttempts(t *testing.T) {
 	wantStatus(t, post(t, c, s.URL+invoicingPath, "k1", invoiceBody), 409) // key check: no call
 	wantStatus(t, post(t, c, s.URL+invoicingPath, "", invoiceBody), 200)
 
-	want := []string{"k1#2", "k1#3", "#1"}
-	if !reflect.DeepEqual(calls, want) {
-		t.Errorf("fault func calls %v, want %v", calls, want)
-	}
+	calls.want(t, "k1#2", "k1#3", "#1")
 }
 
 func TestInvoiceNumberConflict(t *testing.T) {
@@ -369,11 +253,8 @@ func TestInvoiceNumberConflict(t *testing.T) {
 
 	o := post(t, c, s.URL+accountingPath, "k2", body)
 	wantStatus(t, o, http.StatusConflict)
-	want := `{"status":"error","message":"The invoice number is already used in the accounting system.",` +
-		`"error_code":"ERROR_INVOICE_NUMBER_ALREADY_USED"}`
-	if string(o.body) != want {
-		t.Errorf("body =\n%s\nwant\n%s", o.body, want)
-	}
+	wantBodyText(t, o, `{"status":"error","message":"The invoice number is already used in the accounting system.",`+
+		`"error_code":"ERROR_INVOICE_NUMBER_ALREADY_USED"}`)
 
 	wantStatus(t, post(t, c, s.URL+"/consumers/c2/invoicing/invoices", "k3", body), http.StatusOK)
 	retry := post(t, c, s.URL+accountingPath, "k2", body)
@@ -467,14 +348,7 @@ func TestChecksComeBeforeFaults(t *testing.T) {
 	wantStatus(t, post(t, c, s.URL+invoicingPath, "k1", invoiceBody), http.StatusConflict)
 	wantStatus(t, post(t, c, s.URL+invoicingPath, "k2", invoiceBody), http.StatusBadGateway)
 
-	var faults []saferetrytest.Fault
-	for _, r := range s.Requests() {
-		faults = append(faults, r.Fault)
-	}
-	want := []saferetrytest.Fault{0, 0, 0, saferetrytest.FaultBadGateway}
-	if !reflect.DeepEqual(faults, want) {
-		t.Errorf("recorded faults %v, want %v", faults, want)
-	}
+	wantFaults(t, s.Requests(), 0, 0, 0, saferetrytest.FaultBadGateway)
 }
 
 func TestUnsupportedRoutes(t *testing.T) {

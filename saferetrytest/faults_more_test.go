@@ -31,7 +31,7 @@ func TestZeroHashIgnoresInProcessFault(t *testing.T) {
 	s := saferetrytest.NewZeroHashServer()
 	defer s.Close()
 	s.Script(saferetrytest.FaultInProcess)
-	if o := zhCreate(t, s, zhClient(t), "in-process-ignored"); o.status != http.StatusCreated {
+	if o := zhCreate(t, s, rawClient(t), "in-process-ignored"); o.status != http.StatusCreated {
 		t.Fatalf("status %d, want 201: the fault is Chift's alone", o.status)
 	}
 	if s.CreatedWithClientTransferID("in-process-ignored") != 1 {
@@ -49,7 +49,7 @@ func TestGatewayTimeoutProcessesNothing(t *testing.T) {
 	zh := saferetrytest.NewZeroHashServer()
 	defer zh.Close()
 	zh.Script(saferetrytest.FaultGatewayTimeout)
-	if o := zhCreate(t, zh, zhClient(t), "gw-cid"); o.status != http.StatusGatewayTimeout || zh.Created() != 0 {
+	if o := zhCreate(t, zh, rawClient(t), "gw-cid"); o.status != http.StatusGatewayTimeout || zh.Created() != 0 {
 		t.Fatalf("zerohash: status %d, created %d", o.status, zh.Created())
 	}
 }

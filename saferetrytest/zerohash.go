@@ -3,21 +3,17 @@ package saferetrytest
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"slices"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -122,22 +118,13 @@ type ZeroHashServer struct {
 	// time.Now.
 	Now func() time.Time
 
-	srv       *httptest.Server
-	closed    chan struct{}
-	closeOnce sync.Once
+	fakeServer // its mu guards the fields below
 
-	mu           sync.Mutex
-	script       []Fault
-	lookupScript []Fault
-	faultFunc    func(clientTransferID string, attempt int) Fault
-	attempts     map[string]int
-	transfers    []*zhTransfer // in creation order
-	byID         map[int64]*zhTransfer
-	createdByCID map[string]int
-	byCID        map[string][]*zhTransfer // index for the duplicate check and the lookup
-	idLocks      map[string]*zhIDLock
-	visibility   time.Duration
-	requests     []RequestRecord
+	transfers  []*zhTransfer // in creation order
+	byID       map[int64]*zhTransfer
+	byCID      map[string][]*zhTransfer // index for the duplicate check and the lookup
+	idLocks    map[string]*zhIDLock
+	visibility time.Duration
 }
 
 // zhTransfer is a created transfer; created and updated are on the server
@@ -226,45 +213,29 @@ type zhCall struct {
 // credentials. The caller must Close it.
 func NewZeroHashServer() *ZeroHashServer {
 	s := &ZeroHashServer{
-		APIKey:       zhRandomHex(16),
-		Passphrase:   zhRandomHex(12),
-		Secret:       base64.StdEncoding.EncodeToString(zhRandomBytes(32)),
-		SlowDelay:    300 * time.Millisecond,
-		Now:          time.Now,
-		closed:       make(chan struct{}),
-		attempts:     map[string]int{},
-		byID:         map[int64]*zhTransfer{},
-		createdByCID: map[string]int{},
-		byCID:        map[string][]*zhTransfer{},
-		idLocks:      map[string]*zhIDLock{},
+		APIKey:     randomHex(16),
+		Passphrase: randomHex(12),
+		Secret:     base64.StdEncoding.EncodeToString(randomBytes(32)),
+		SlowDelay:  300 * time.Millisecond,
+		Now:        time.Now,
+		byID:       map[int64]*zhTransfer{},
+		byCID:      map[string][]*zhTransfer{},
+		idLocks:    map[string]*zhIDLock{},
 	}
-	s.srv = httptest.NewServer(s.routes())
-	s.URL = s.srv.URL
+	s.URL = s.start(s.routes())
 	return s
-}
-
-// Close cuts short any slow commit and shuts the server down.
-func (s *ZeroHashServer) Close() {
-	s.closeOnce.Do(func() {
-		close(s.closed)
-		s.srv.Close()
-	})
 }
 
 // Script appends faults to the FIFO queue consumed by POST /transfers
 // requests that pass authentication, validation and the duplicate check.
 func (s *ZeroHashServer) Script(faults ...Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.script = append(s.script, faults...)
+	s.enqueue(&s.script, faults)
 }
 
 // ScriptLookup appends faults to a separate FIFO queue consumed by
 // authenticated, valid GET /transfers and GET /transfers/{id} requests.
 func (s *ZeroHashServer) ScriptLookup(faults ...Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lookupScript = append(s.lookupScript, faults...)
+	s.enqueue(&s.lookupScript, faults)
 }
 
 // SetFaultFunc sets what decides the fault of a POST /transfers once the
@@ -273,9 +244,7 @@ func (s *ZeroHashServer) ScriptLookup(faults ...Fault) {
 // answered as duplicates or scripted), and 1 when it has none. f runs
 // without the server's lock held, so it may call the server's methods.
 func (s *ZeroHashServer) SetFaultFunc(f func(clientTransferID string, attempt int) Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.faultFunc = f
+	s.setFaultFunc(f)
 }
 
 // Created returns the number of transfers created in total.
@@ -288,17 +257,13 @@ func (s *ZeroHashServer) Created() int {
 // CreatedWithClientTransferID returns how many transfers were created with
 // client_transfer_id id; "" counts those without one.
 func (s *ZeroHashServer) CreatedWithClientTransferID(id string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.createdByCID[id]
+	return s.createdWith(id)
 }
 
 // Requests returns every request received, in arrival order. Key is the
 // X-REQUEST-ID header the client sent, "" when absent.
 func (s *ZeroHashServer) Requests() []RequestRecord {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.requests)
+	return s.requestLog()
 }
 
 // SetVisibilityDelay makes transfers created from now on appear in GET
@@ -339,7 +304,7 @@ func (s *ZeroHashServer) handle(auth bool, h func(*zhCall, *http.Request) reply)
 		sent := r.Header.Get(zhRequestIDHeader)
 		requestID := sent
 		if requestID == "" {
-			requestID = zhNewUUID()
+			requestID = newUUID()
 		}
 		rec := s.logRequest(r, sent)
 		body, _ := io.ReadAll(io.LimitReader(r.Body, maxBodyBytes)) // a cut body fails the signature
@@ -411,12 +376,7 @@ func zhEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
-func (s *ZeroHashServer) now() time.Time {
-	if s.Now == nil {
-		return time.Now()
-	}
-	return s.Now()
-}
+func (s *ZeroHashServer) now() time.Time { return nowOf(s.Now) }
 
 func (s *ZeroHashServer) serveTime(*zhCall, *http.Request) reply {
 	return jsonReply(http.StatusOK, struct {
@@ -431,7 +391,9 @@ func (s *ZeroHashServer) createTransfer(c *zhCall, r *http.Request) reply {
 		return jsonReply(http.StatusBadRequest, zhErrors{Errors: problems})
 	}
 	cid := in.clientTransferID
+	s.mu.Lock()
 	attempt := s.countAttempt(cid)
+	s.mu.Unlock()
 	if cid != "" {
 		unlock, ok := s.lockID(r.Context(), cid)
 		if !ok { // the client left or the server is closing
@@ -442,27 +404,9 @@ func (s *ZeroHashServer) createTransfer(c *zhCall, r *http.Request) reply {
 			return jsonReply(http.StatusBadRequest, zhForbidden{Error: true, Message: zhDuplicateMessage})
 		}
 	}
-	fault := s.nextFault(false, cid, attempt)
-	s.setFault(c.rec, fault)
-	if fault.beforeProcessing() {
-		return s.refusal(fault)
-	}
-	if fault == FaultSlowCommit {
-		s.wait(s.SlowDelay)
-	}
-	rep := jsonReply(http.StatusCreated, zhMessage{Message: s.create(in)})
-	rep.fault = fault
-	return rep
-}
-
-func (s *ZeroHashServer) countAttempt(cid string) int {
-	if cid == "" {
-		return 1
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.attempts[cid]++
-	return s.attempts[cid]
+	return s.faulted(c.rec, s.nextFault(false, cid, attempt), func() reply {
+		return jsonReply(http.StatusCreated, zhMessage{Message: s.create(in)})
+	})
 }
 
 // lockID takes the lock on one client_transfer_id, waiting for its holder
@@ -508,31 +452,23 @@ func (s *ZeroHashServer) isDuplicate(cid string) bool {
 // nextFault pops the next fault of the create or lookup queue; when that is
 // empty, a create asks the fault func, outside the lock.
 func (s *ZeroHashServer) nextFault(lookup bool, cid string, attempt int) Fault {
-	f := s.drawFault(lookup, cid, attempt)
+	var f Fault
+	if lookup {
+		f = s.pop(&s.lookupScript)
+	} else {
+		f = s.createFault(cid, attempt)
+	}
 	if f == FaultInProcess {
 		return FaultNone // a Chift answer that zerohash has no counterpart for
 	}
 	return f
 }
 
-func (s *ZeroHashServer) drawFault(lookup bool, cid string, attempt int) Fault {
-	s.mu.Lock()
-	queue := &s.script
-	if lookup {
-		queue = &s.lookupScript
-	}
-	if len(*queue) > 0 {
-		f := (*queue)[0]
-		*queue = (*queue)[1:]
-		s.mu.Unlock()
-		return f
-	}
-	decide := s.faultFunc
-	s.mu.Unlock()
-	if lookup || decide == nil {
-		return FaultNone
-	}
-	return decide(cid, attempt)
+// faulted records f on the request and applies it around answer: a fault
+// that strikes before processing replaces the answer, slow-commit delays it
+// by SlowDelay, the others damage its sending.
+func (s *ZeroHashServer) faulted(rec int, f Fault, answer func() reply) reply {
+	return s.fakeServer.faulted(rec, f, s.SlowDelay, func() reply { return s.refusal(f) }, answer)
 }
 
 // refusal is the reply to a fault that strikes before processing.
@@ -558,17 +494,6 @@ func (s *ZeroHashServer) refusal(f Fault) reply {
 	return proxyPage(proxyStatus[f])
 }
 
-// wait is cut short by Close so that a long SlowDelay cannot hold up
-// httptest.Server.Close.
-func (s *ZeroHashServer) wait(d time.Duration) {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-s.closed:
-	}
-}
-
 func (s *ZeroHashServer) create(in zhTransferBody) zhTransferEntity {
 	now := s.now()
 	s.mu.Lock()
@@ -582,7 +507,7 @@ func (s *ZeroHashServer) create(in zhTransferBody) zhTransferEntity {
 	}
 	s.transfers = append(s.transfers, t)
 	s.byID[t.id] = t
-	s.createdByCID[in.clientTransferID]++
+	s.createdBy[in.clientTransferID]++
 	if in.clientTransferID != "" {
 		s.byCID[in.clientTransferID] = append(s.byCID[in.clientTransferID], t)
 	}
@@ -680,19 +605,9 @@ func zhIntParam(present bool, raw, name string, limit int64, dst *int64, problem
 	return problems
 }
 
-// lookupFault applies the next ScriptLookup fault. It returns the fault,
-// and whether it strikes before processing, in which case refused is the
-// whole reply; otherwise the fault damages the answer.
-func (s *ZeroHashServer) lookupFault(c *zhCall) (fault Fault, refused reply, stop bool) {
-	fault = s.nextFault(true, "", 0)
-	s.setFault(c.rec, fault)
-	if fault.beforeProcessing() {
-		return fault, s.refusal(fault), true
-	}
-	if fault == FaultSlowCommit {
-		s.wait(s.SlowDelay)
-	}
-	return fault, reply{}, false
+// lookupFaulted applies the next ScriptLookup fault around answer.
+func (s *ZeroHashServer) lookupFaulted(c *zhCall, answer func() reply) reply {
+	return s.faulted(c.rec, s.nextFault(true, "", 0), answer)
 }
 
 func (s *ZeroHashServer) listTransfers(c *zhCall, r *http.Request) reply {
@@ -700,13 +615,7 @@ func (s *ZeroHashServer) listTransfers(c *zhCall, r *http.Request) reply {
 	if len(problems) > 0 {
 		return jsonReply(http.StatusBadRequest, zhErrors{Errors: problems})
 	}
-	fault, refused, stop := s.lookupFault(c)
-	if stop {
-		return refused
-	}
-	rep := jsonReply(http.StatusOK, s.page(q))
-	rep.fault = fault
-	return rep
+	return s.lookupFaulted(c, func() reply { return jsonReply(http.StatusOK, s.page(q)) })
 }
 
 func (s *ZeroHashServer) page(q zhQuery) zhPage {
@@ -760,24 +669,20 @@ func zhMatches(t *zhTransfer, filters map[string]string) bool {
 }
 
 func (s *ZeroHashServer) getTransfer(c *zhCall, r *http.Request) reply {
-	fault, refused, stop := s.lookupFault(c)
-	if stop {
-		return refused
-	}
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	s.mu.Lock()
-	t, found := s.byID[id]
-	var e zhTransferEntity
-	if found = found && err == nil && t.visible(); found {
-		e = t.entity()
-	}
-	s.mu.Unlock()
-	rep := zhNotFound()
-	if found {
-		rep = jsonReply(http.StatusOK, zhMessage{Message: e})
-	}
-	rep.fault = fault
-	return rep
+	return s.lookupFaulted(c, func() reply {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		s.mu.Lock()
+		t, found := s.byID[id]
+		var e zhTransferEntity
+		if found = found && err == nil && t.visible(); found {
+			e = t.entity()
+		}
+		s.mu.Unlock()
+		if !found {
+			return zhNotFound()
+		}
+		return jsonReply(http.StatusOK, zhMessage{Message: e})
+	})
 }
 
 func zhNotFound() reply {
@@ -884,42 +789,4 @@ func zhHasNonZeroDigit(s string) bool {
 		}
 	}
 	return false
-}
-
-func (s *ZeroHashServer) logRequest(r *http.Request, requestID string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = append(s.requests, RequestRecord{Method: r.Method, Path: r.URL.Path, Key: requestID})
-	return len(s.requests) - 1
-}
-
-func (s *ZeroHashServer) setFault(rec int, f Fault) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests[rec].Fault = f
-}
-
-func (s *ZeroHashServer) record(rec int, r reply) reply {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests[rec].Status = r.written()
-	return r
-}
-
-// zhNewUUID returns a random (version 4) UUID in its canonical form.
-func zhNewUUID() string {
-	b := zhRandomBytes(16)
-	b[6] = b[6]&0x0f | 0x40 // version 4
-	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-func zhRandomBytes(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b) // never fails since Go 1.24
-	return b
-}
-
-func zhRandomHex(n int) string {
-	return hex.EncodeToString(zhRandomBytes(n))
 }
