@@ -25,6 +25,7 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 	c.watch.reset()
 	req, err := c.authenticate(req)
 	if err != nil {
+		c.observe(trace{}) // nothing left: the last attempt's wire record must not stand in
 		return nil, err
 	}
 	timeout := c.t.cfg.attemptTimeout
