@@ -426,3 +426,17 @@ func TestChiftCreateRefusesAResumeBeyondRetention(t *testing.T) {
 		t.Fatalf("%d requests sent", len(srv.Requests()))
 	}
 }
+
+func TestChiftTokenEndpointFailureIsRetried(t *testing.T) {
+	srv := newAuthServer()
+	defer srv.Close()
+	srv.ScriptToken(saferetrytest.FaultInternalError, saferetrytest.FaultDropBeforeProcessing)
+	c, _ := chiftAPI(t, srv)
+	got, err := createInvoice(c, srv, "TK-1", "")
+	if err != nil || got.EntityID == "" {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+	if srv.TokensIssued() != 1 || srv.Created() != 1 {
+		t.Fatalf("tokens issued %d, created %d", srv.TokensIssued(), srv.Created())
+	}
+}

@@ -229,9 +229,8 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 		if c.last.wrote {
 			c.uncertain = true
 		}
-		var apiErr *APIError
-		if c.req.Context().Err() != nil || errors.As(err, &apiErr) {
-			return false, nil // an APIError here is the token endpoint's refusal
+		if c.req.Context().Err() != nil || isDefiniteRejection(err) {
+			return false, nil // the token endpoint refused the credentials
 		}
 		return !c.last.wrote || c.idempotent(), nil
 	}
