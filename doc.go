@@ -60,6 +60,22 @@
 // buffered up to WithMaxBufferedBody (4 MiB by default) to be resent; a
 // larger one streams through once and is never retried.
 //
+// # Retry budget
+//
+// All requests of one Transport share a retry budget: retries may add 20 %
+// to the requests plus 10 a second (WithRetryBudget), so a server that is
+// down sees about 1.2 attempts per request, not 1 + retries. A request
+// whose retry the budget refuses gets its last response, or an error that
+// matches ErrRetryBudgetExhausted.
+//
+// # API clients
+//
+// NewClient adds typed calls over the same transport: Client.Transfers
+// creates zerohash transfers exactly once (WithZeroHashAuth signs every
+// attempt; Create looks a transfer up before any repost), and Client.Chift
+// recovers the entity id of a create whose answer was lost from Chift's
+// monitoring log (WithChiftAuth handles the token).
+//
 // # Keys
 //
 // A key must be 1 to 255 printable ASCII characters; anything else is
