@@ -16,33 +16,6 @@ import (
 	"github.com/saferetry/saferetry-go/saferetrytest"
 )
 
-// tokenTap is a base transport that remembers every bearer token sent, so
-// tests can search logs and errors for them.
-type tokenTap struct {
-	base   http.RoundTripper
-	mu     sync.Mutex
-	tokens map[string]bool
-}
-
-func (tt *tokenTap) RoundTrip(r *http.Request) (*http.Response, error) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		tt.mu.Lock()
-		tt.tokens[strings.TrimPrefix(h, "Bearer ")] = true
-		tt.mu.Unlock()
-	}
-	return tt.base.RoundTrip(r)
-}
-
-func (tt *tokenTap) seen() []string {
-	tt.mu.Lock()
-	defer tt.mu.Unlock()
-	var out []string
-	for tok := range tt.tokens {
-		out = append(out, tok)
-	}
-	return out
-}
-
 func newAuthServer() *saferetrytest.ChiftServer {
 	srv := saferetrytest.NewChiftServer()
 	srv.RequireAuth = true
@@ -53,9 +26,9 @@ func creds(srv *saferetrytest.ChiftServer) saferetry.ChiftCredentials {
 	return saferetry.ChiftCredentials{ClientID: srv.ClientID, ClientSecret: srv.ClientSecret, AccountID: srv.AccountID}
 }
 
-func chiftAPI(t *testing.T, srv *saferetrytest.ChiftServer, opts ...saferetry.Option) (*saferetry.Client, *tokenTap) {
+func chiftAPI(t *testing.T, srv *saferetrytest.ChiftServer, opts ...saferetry.Option) (*saferetry.Client, *headerTap) {
 	t.Helper()
-	tap := &tokenTap{base: &http.Transport{}, tokens: map[string]bool{}}
+	tap := newHeaderTap("Authorization")
 	base := []saferetry.Option{
 		saferetry.WithHTTPClient(&http.Client{Transport: tap}),
 		saferetry.WithChiftAuth(creds(srv)),
@@ -117,7 +90,7 @@ func TestChiftTokenRefreshedBeforeExpiry(t *testing.T) {
 	if _, err := createInvoice(c, srv, "R-3", ""); err != nil {
 		t.Fatal(err)
 	}
-	if srv.TokensIssued() != 2 || len(tap.seen()) != 2 {
+	if srv.TokensIssued() != 2 || len(tap.tokens()) != 2 {
 		t.Fatalf("tokens issued %d, sent %d; want a new one before the old expired", srv.TokensIssued(), len(tap.seen()))
 	}
 	for _, r := range srv.Requests() {
@@ -202,7 +175,7 @@ func TestChiftSecretsAbsentFromLogsAndErrors(t *testing.T) {
 	_, err := c.Chift.LookupTransaction(context.Background(), consumer, srv.ConnectionID, "no-such-request")
 	errs = append(errs, err.Error())
 
-	secrets := append(tap.seen(), srv.ClientSecret)
+	secrets := append(tap.tokens(), srv.ClientSecret)
 	if len(secrets) < 3 {
 		t.Fatalf("only %d secrets to look for", len(secrets))
 	}

@@ -17,12 +17,17 @@ import (
 	"github.com/saferetry/saferetry-go/saferetrytest"
 )
 
-// headerTap remembers every value of the named headers sent through it.
+// headerTap is a base transport that remembers every value of the named
+// headers sent through it, so tests can search logs and errors for them.
 type headerTap struct {
 	base   http.RoundTripper
 	names  []string
 	mu     sync.Mutex
 	values map[string]bool
+}
+
+func newHeaderTap(names ...string) *headerTap {
+	return &headerTap{base: &http.Transport{}, names: names, values: map[string]bool{}}
 }
 
 func (h *headerTap) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -46,6 +51,15 @@ func (h *headerTap) seen() []string {
 	return out
 }
 
+// tokens is seen with the "Bearer " of Authorization values taken off.
+func (h *headerTap) tokens() []string {
+	var out []string
+	for _, v := range h.seen() {
+		out = append(out, strings.TrimPrefix(v, "Bearer "))
+	}
+	return out
+}
+
 // TestZeroHashSecretsAbsentFromLogsAndErrors sweeps a debug log and every
 // error of a run with faults, a stale clock, bad credentials and a
 // redirect for the API key, the passphrase, the secret and every
@@ -53,7 +67,7 @@ func (h *headerTap) seen() []string {
 func TestZeroHashSecretsAbsentFromLogsAndErrors(t *testing.T) {
 	srv := saferetrytest.NewZeroHashServer()
 	defer srv.Close()
-	tap := &headerTap{base: &http.Transport{}, names: []string{"X-Scx-Signed"}, values: map[string]bool{}}
+	tap := newHeaderTap("X-Scx-Signed")
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	newClient := func(secret string) *saferetry.Client {
