@@ -102,13 +102,20 @@ func TestZeroHashSecretsAbsentFromLogsAndErrors(t *testing.T) {
 	if len(errs) < 4 || logs.Len() == 0 || len(tap.seen()) < 5 {
 		t.Fatalf("too little to sweep: %d errors, %d log bytes, %d signatures", len(errs), logs.Len(), len(tap.seen()))
 	}
-	for _, secret := range append(tap.seen(), srv.APIKey, srv.Passphrase, srv.Secret) {
-		if strings.Contains(logs.String(), secret) {
-			t.Errorf("a credential appears in the log")
+	wantNoSecrets(t, logs.String(), errs, append(tap.seen(), srv.APIKey, srv.Passphrase, srv.Secret))
+}
+
+// wantNoSecrets fails the test for every secret found in the log or in an
+// error string; it never prints the secret itself.
+func wantNoSecrets(t *testing.T, log string, errs, secrets []string) {
+	t.Helper()
+	for i, secret := range secrets {
+		if strings.Contains(log, secret) {
+			t.Errorf("secret %d of %d appears in the log", i+1, len(secrets))
 		}
 		for _, e := range errs {
 			if strings.Contains(e, secret) {
-				t.Errorf("a credential appears in an error: %s", e)
+				t.Errorf("secret %d of %d appears in an error: %s", i+1, len(secrets), e)
 			}
 		}
 	}
