@@ -83,11 +83,11 @@ func (r *createRun) run(ctx context.Context) (*Transfer, error) {
 	for posts := 1; ; posts++ {
 		switch next {
 		case postCreated:
-			return r.created(outcome)
+			return r.accept(r.result, outcome)
 		case postRejected:
 			return nil, lastErr
 		case postDuplicate:
-			return r.recover(ctx, true)
+			return r.recover(ctx)
 		case postAmbiguous:
 			t, err := r.lookup(ctx, false)
 			if err == nil {
@@ -112,11 +112,6 @@ func (r *createRun) run(ctx context.Context) (*Transfer, error) {
 	}
 }
 
-// created is set by postAndClassify on success.
-func (r *createRun) created(outcome CreateOutcome) (*Transfer, error) {
-	return r.accept(r.result, outcome)
-}
-
 // accept returns t unless it is another transfer under the same id.
 func (r *createRun) accept(t *Transfer, outcome CreateOutcome) (*Transfer, error) {
 	if !r.req.matches(t) {
@@ -129,8 +124,8 @@ func (r *createRun) accept(t *Transfer, outcome CreateOutcome) (*Transfer, error
 
 // recover looks up a transfer zerohash says exists; until it is visible
 // the lookup is repeated.
-func (r *createRun) recover(ctx context.Context, untilFound bool) (*Transfer, error) {
-	t, err := r.lookup(ctx, untilFound)
+func (r *createRun) recover(ctx context.Context) (*Transfer, error) {
+	t, err := r.lookup(ctx, true)
 	if err != nil {
 		if errors.Is(err, ErrTransferNotFound) {
 			return nil, r.unknown("zerohash reports the id as used, but the lookup does not find it", err)
