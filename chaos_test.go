@@ -155,28 +155,40 @@ func faultCounts(reqs []saferetrytest.RequestRecord) map[string]int {
 	return m
 }
 
-func TestChaosChift(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	ops, seed := chaosSetting(t, "SAFERETRY_CHAOS_OPS", 1000), chaosSetting(t, "SAFERETRY_CHAOS_SEED", 1)
-	srv := saferetrytest.NewChiftServer()
-	srv.RequireAuth = true
-	srv.SlowDelay = 300 * time.Millisecond
-	kinds := []saferetrytest.Fault{
-		saferetrytest.FaultDropBeforeProcessing, saferetrytest.FaultDropAfterProcessing, saferetrytest.FaultSlowCommit,
-		saferetrytest.FaultResetMidBody, saferetrytest.FaultInternalError, saferetrytest.FaultBadGateway,
-		saferetrytest.FaultUnavailable, saferetrytest.FaultGatewayTimeout, saferetrytest.FaultRateLimited, saferetrytest.FaultInProcess,
-	}
-	srv.SetFaultFunc(func(key string, attempt int) saferetrytest.Fault { return chaosFault(seed, key, attempt, kinds) })
+// chaosFaults are the fault kinds both servers support; Chift adds
+// REQUEST_IN_PROCESS bursts.
+var chaosFaults = []saferetrytest.Fault{
+	saferetrytest.FaultDropBeforeProcessing, saferetrytest.FaultDropAfterProcessing, saferetrytest.FaultSlowCommit,
+	saferetrytest.FaultResetMidBody, saferetrytest.FaultInternalError, saferetrytest.FaultBadGateway,
+	saferetrytest.FaultUnavailable, saferetrytest.FaultGatewayTimeout, saferetrytest.FaultRateLimited,
+}
+
+// chaosClient is the client both suites use: the SDK's defaults but for
+// short waits and an attempt timeout below the servers' 300 ms slow
+// commits. The caller closes the base transport's idle connections.
+func chaosClient(t *testing.T, url string, auth saferetry.Option) (*saferetry.Client, *http.Transport) {
+	t.Helper()
 	base := &http.Transport{MaxIdleConnsPerHost: chaosWorkers}
-	c, err := saferetry.NewClient(srv.URL,
-		saferetry.WithHTTPClient(&http.Client{Transport: base}),
-		saferetry.WithChiftAuth(creds(srv)),
+	c, err := saferetry.NewClient(url,
+		saferetry.WithHTTPClient(&http.Client{Transport: base}), auth,
 		saferetry.WithAttemptTimeout(200*time.Millisecond),
 		saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond),
 		saferetry.WithMaxRetries(5))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, base
+}
+
+func TestChaosChift(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ops, seed := chaosSetting(t, "SAFERETRY_CHAOS_OPS", 1000), chaosSetting(t, "SAFERETRY_CHAOS_SEED", 1)
+	srv := saferetrytest.NewChiftServer()
+	srv.RequireAuth = true
+	srv.SlowDelay = 300 * time.Millisecond
+	kinds := append(chaosFaults[:len(chaosFaults):len(chaosFaults)], saferetrytest.FaultInProcess)
+	srv.SetFaultFunc(func(key string, attempt int) saferetrytest.Fault { return chaosFault(seed, key, attempt, kinds) })
+	c, base := chaosClient(t, srv.URL, saferetry.WithChiftAuth(creds(srv)))
 	tally := &chaosTally{}
 	runChaos(ops, func(i int) {
 		key := fmt.Sprintf("chaos-chift-%06d", i)
@@ -206,22 +218,8 @@ func TestChaosZeroHash(t *testing.T) {
 	ops, seed := chaosSetting(t, "SAFERETRY_CHAOS_OPS", 1000), chaosSetting(t, "SAFERETRY_CHAOS_SEED", 1)
 	srv := saferetrytest.NewZeroHashServer()
 	srv.SlowDelay = 300 * time.Millisecond
-	kinds := []saferetrytest.Fault{
-		saferetrytest.FaultDropBeforeProcessing, saferetrytest.FaultDropAfterProcessing, saferetrytest.FaultSlowCommit,
-		saferetrytest.FaultResetMidBody, saferetrytest.FaultInternalError, saferetrytest.FaultBadGateway,
-		saferetrytest.FaultUnavailable, saferetrytest.FaultGatewayTimeout, saferetrytest.FaultRateLimited,
-	}
-	srv.SetFaultFunc(func(id string, attempt int) saferetrytest.Fault { return chaosFault(seed, id, attempt, kinds) })
-	base := &http.Transport{MaxIdleConnsPerHost: chaosWorkers}
-	c, err := saferetry.NewClient(srv.URL,
-		saferetry.WithHTTPClient(&http.Client{Transport: base}),
-		saferetry.WithZeroHashAuth(srv.APIKey, srv.Secret, srv.Passphrase),
-		saferetry.WithAttemptTimeout(200*time.Millisecond),
-		saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond),
-		saferetry.WithMaxRetries(5))
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv.SetFaultFunc(func(id string, attempt int) saferetrytest.Fault { return chaosFault(seed, id, attempt, chaosFaults) })
+	c, base := chaosClient(t, srv.URL, saferetry.WithZeroHashAuth(srv.APIKey, srv.Secret, srv.Passphrase))
 	tally := &chaosTally{}
 	runChaos(ops, func(i int) {
 		id := fmt.Sprintf("chaos-zh-%06d", i)
