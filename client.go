@@ -37,16 +37,15 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts[:len(opts):len(opts)], withAPIOrigin(base))
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig(append(opts[:len(opts):len(opts)], withAPIOrigin(base)))
 	if err != nil {
 		return nil, err
 	}
-	hc, err := Wrap(cfg.httpClient, opts...)
+	hc, t, err := wrap(cfg.httpClient, cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{baseURL: base, httpClient: hc, transport: hc.Transport.(*Transport)}
+	c := &Client{baseURL: base, httpClient: hc, transport: t}
 	c.Transfers = &TransfersService{client: c}
 	c.Chift = &ChiftService{client: c}
 	return c, nil

@@ -31,6 +31,10 @@ func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newTransport(base, cfg)
+}
+
+func newTransport(base http.RoundTripper, cfg config) (*Transport, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
@@ -51,16 +55,25 @@ func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
 // transport. c is not modified; nil c means a new client with
 // http.DefaultTransport.
 func Wrap(c *http.Client, opts ...Option) (*http.Client, error) {
-	if c == nil {
-		c = &http.Client{}
-	}
-	t, err := NewTransport(c.Transport, opts...)
+	cfg, err := newConfig(opts)
 	if err != nil {
 		return nil, err
 	}
+	hc, _, err := wrap(c, cfg)
+	return hc, err
+}
+
+func wrap(c *http.Client, cfg config) (*http.Client, *Transport, error) {
+	if c == nil {
+		c = &http.Client{}
+	}
+	t, err := newTransport(c.Transport, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	wrapped := *c
 	wrapped.Transport = t
-	return &wrapped, nil
+	return &wrapped, t, nil
 }
 
 // RoundTrip carries one logical request through as many attempts as the
