@@ -135,12 +135,12 @@ func (f chiftFetcher) Token() (*oauth2.Token, error) {
 }
 
 func (a *chiftAuth) fetch(ctx context.Context) (*oauth2.Token, error) {
-	body, _ := json.Marshal(map[string]string{
-		"clientId": a.creds.ClientID, "clientSecret": a.creds.ClientSecret, "accountId": a.creds.AccountID, "envId": a.creds.EnvID,
-	})
-	if a.creds.EnvID == "" {
-		body = bytes.Replace(body, []byte(`,"envId":""`), nil, 1)
-	}
+	body, _ := json.Marshal(struct {
+		ClientID     string `json:"clientId"`
+		ClientSecret string `json:"clientSecret"`
+		AccountID    string `json:"accountId"`
+		EnvID        string `json:"envId,omitempty"`
+	}{a.creds.ClientID, a.creds.ClientSecret, a.creds.AccountID, a.creds.EnvID})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.tokenURL, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
