@@ -12,9 +12,10 @@ import (
 
 // trace is what one attempt did on the wire, as net/http reports it.
 type trace struct {
-	conns    int  // connections obtained; more than one means net/http replayed the request
-	wrote    bool // request headers were written: the server may have the request
-	replayed bool
+	handed    bool // the base transport got the request
+	askedConn bool // net/http asked for a connection: its trace hooks are live
+	conns     int  // connections obtained; more than one means net/http replayed the request
+	replayed  bool
 }
 
 // send runs one attempt over the base transport, with fresh credentials
@@ -23,11 +24,22 @@ type trace struct {
 func (c *call) send(req *http.Request) (*http.Response, error) {
 	c.attempt++
 	c.watch.reset()
-	req, err := c.authenticate(req)
+	c.last = trace{} // nothing sent yet: the last attempt's record must not stand in
+	// A one-shot body is spent by any attempt that tries to send it (a
+	// signature reads it whole); one that never reached the base
+	// transport is closed by closeUnsentBody.
+	c.bodySpent = c.bodySpent || c.body.oneShot
+	if err := c.ctx.Err(); err != nil {
+		c.dropBody(req)
+		return nil, context.Cause(c.ctx)
+	}
+	authed, err := c.authenticate(req)
 	if err != nil {
-		c.observe(trace{}) // nothing left: the last attempt's wire record must not stand in
+		c.dropBody(req)
 		return nil, err
 	}
+	req = authed
+	c.bodyHanded = c.bodyHanded || c.body.oneShot
 	timeout := c.t.cfg.attemptTimeout
 	if timeout <= 0 {
 		resp, err := c.t.base.RoundTrip(req)
@@ -38,7 +50,7 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 	timer := time.AfterFunc(timeout, func() { cancel(ErrAttemptTimeout) })
 	resp, err := c.t.base.RoundTrip(req.WithContext(ctx))
 	c.observe(c.watch.result())
-	if !timer.Stop() && c.req.Context().Err() == nil {
+	if !timer.Stop() && c.ctx.Err() == nil {
 		// The attempt timed out, even if headers arrived at the last moment.
 		if resp != nil {
 			drainAndClose(resp.Body)
@@ -52,6 +64,14 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	return withRequest(resp, req), nil
+}
+
+// dropBody closes the body of an attempt that will not be sent; a
+// one-shot body is left to closeUnsentBody.
+func (c *call) dropBody(req *http.Request) {
+	if !c.body.oneShot {
+		closeBody(req)
+	}
 }
 
 // withRequest makes sure resp names the request it answers, which is how
@@ -70,7 +90,7 @@ func (c *call) authenticate(req *http.Request) (*http.Request, error) {
 		return s.sign(req)
 	}
 	if a := c.t.auth; a != nil && a.applies(req.URL) {
-		token, err := a.token()
+		token, err := a.token(req.Context())
 		if err != nil {
 			return nil, err
 		}
@@ -81,46 +101,44 @@ func (c *call) authenticate(req *http.Request) (*http.Request, error) {
 	return req, nil
 }
 
-// observe records what the latest attempt did on the wire.
+// observe records what the latest attempt, which the base transport got,
+// did on the wire.
 func (c *call) observe(t trace) {
 	c.last = t
-	c.maybeSent = c.maybeSent || t.wrote
-	// A replay means an earlier send of this attempt may be in process.
-	c.uncertain = c.uncertain || t.replayed
 }
 
 // wireWatch collects the httptrace events of the current attempt; net/http
 // may call them from its own goroutines, hence the lock.
 type wireWatch struct {
-	mu    sync.Mutex
-	conns int
-	wrote bool
+	mu        sync.Mutex
+	askedConn bool
+	conns     int
 }
 
 // hook points trace at w; the trace lives as long as the call.
 func (w *wireWatch) hook(trace *httptrace.ClientTrace) {
+	trace.GetConn = func(string) {
+		w.mu.Lock()
+		w.askedConn = true
+		w.mu.Unlock()
+	}
 	trace.GotConn = func(httptrace.GotConnInfo) {
 		w.mu.Lock()
 		w.conns++
-		w.mu.Unlock()
-	}
-	trace.WroteHeaders = func() {
-		w.mu.Lock()
-		w.wrote = true
 		w.mu.Unlock()
 	}
 }
 
 func (w *wireWatch) reset() {
 	w.mu.Lock()
-	w.conns, w.wrote = 0, false
+	w.askedConn, w.conns = false, 0
 	w.mu.Unlock()
 }
 
 func (w *wireWatch) result() trace {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return trace{conns: w.conns, wrote: w.wrote, replayed: w.conns > 1}
+	return trace{handed: true, askedConn: w.askedConn, conns: w.conns, replayed: w.conns > 1}
 }
 
 // cancelOnClose releases the attempt's context once the caller is done

@@ -141,7 +141,7 @@ func TestRetryBudgetConcurrent(t *testing.T) {
 // allow 4,000.
 func TestRetryBudgetBoundsAnOutage(t *testing.T) {
 	mt, calls := alwaysDown(503)
-	tr := newTestTransport(t, mt, WithMaxRetries(3), WithBackoff(time.Microsecond, time.Microsecond), WithRetryBudget(0.2, 0))
+	tr := newTestTransport(t, mt, WithMaxRetries(3), WithBackoff(time.Millisecond, time.Millisecond), WithRetryBudget(0.2, 0))
 	const n = 1000
 	var wg sync.WaitGroup
 	for w := range 8 {

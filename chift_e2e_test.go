@@ -210,7 +210,7 @@ func TestChiftCancelledCallerStopsRetrying(t *testing.T) {
 	srv := saferetrytest.NewChiftServer()
 	defer srv.Close()
 	srv.SetFaultFunc(func(string, int) saferetrytest.Fault { return saferetrytest.FaultUnavailable })
-	hc := chiftClient(t, saferetry.WithBackoff(time.Second, time.Second), saferetry.WithMaxRetries(100))
+	hc := chiftClient(t, saferetry.WithBackoff(time.Second, time.Second), saferetry.WithMaxRetries(saferetry.MaxRetriesLimit))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", invoicesURL(srv), strings.NewReader(`{"total":1}`))

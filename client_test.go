@@ -99,8 +99,8 @@ func TestClientKeepsTheCallersHTTPClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if client.HTTPClient().Timeout != 5*time.Second || client.HTTPClient() == caller {
-		t.Fatal("the wrapped client is not a copy of the caller's")
+	if client.HTTPClient().Timeout != 0 || caller.Timeout != 5*time.Second || client.HTTPClient() == caller {
+		t.Fatal("the wrapped client is not a copy of the caller's with the Timeout moved into the Transport")
 	}
 	if _, err := client.DoJSON(context.Background(), "POST", "x", map[string]int{"a": 1}, &struct{}{}); err != nil || !hit {
 		t.Fatalf("err %v, request through the caller's transport: %v", err, hit)

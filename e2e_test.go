@@ -205,7 +205,7 @@ func TestContextDeadlineStopsRetries(t *testing.T) {
 		w.WriteHeader(503)
 	}))
 	defer srv.Close()
-	tr, err := NewTransport(nil, WithBackoff(100*time.Millisecond, 100*time.Millisecond), WithMaxRetries(1000))
+	tr, err := NewTransport(nil, WithBackoff(100*time.Millisecond, 100*time.Millisecond), WithMaxRetries(MaxRetriesLimit))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package saferetry
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -348,6 +349,15 @@ func (e *RequestError) Error() string {
 	}
 	b.WriteString(": " + e.Err.Error())
 	return b.String()
+}
+
+// Timeout reports whether a deadline ended the request: the client's
+// Timeout, a context deadline or the attempt timeout. With it
+// *url.Error.Timeout and os.IsTimeout-style checks keep working.
+func (e *RequestError) Timeout() bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(e.Err, context.DeadlineExceeded) || errors.Is(e.Err, ErrAttemptTimeout) ||
+		(errors.As(e.Err, &te) && te.Timeout())
 }
 
 // Unwrap returns the cause, ErrOutcomeUnknown when an attempt may have

@@ -71,7 +71,7 @@ func ExampleNewTransport_invalidOptions() {
 	_, err := saferetry.NewTransport(nil, saferetry.WithMaxRetries(-1), saferetry.WithBackoff(time.Second, time.Millisecond))
 	fmt.Println(err)
 	// Output:
-	// saferetry: WithMaxRetries: -1 is negative
+	// saferetry: WithMaxRetries: -1 is outside [0, 20]
 	// saferetry: WithBackoff: initial 1s is greater than max 1ms
 }
 

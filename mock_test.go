@@ -74,9 +74,11 @@ func (m *mockAPI) respond(req *http.Request) (*http.Response, error) {
 }
 
 // play answers req as the reply says, telling the transport's trace
-// whether the request left.
+// whether the request left: as net/http does, it asks for a connection,
+// and gets one unless the failure came before any (a dial error).
 func (r reply) play(req *http.Request) (*http.Response, error) {
 	if r.err != nil {
+		askConn(req)
 		if r.sent {
 			wroteHeaders(req)
 		}
@@ -90,11 +92,27 @@ func (r reply) play(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// wroteHeaders tells the transport's trace that the request left, as
-// net/http does once it has written the headers.
+// wroteHeaders tells the transport's trace what net/http reports for a
+// request that left: a connection asked for and obtained, headers written.
 func wroteHeaders(req *http.Request) {
-	if tr := httptrace.ContextClientTrace(req.Context()); tr != nil && tr.WroteHeaders != nil {
+	askConn(req)
+	tr := httptrace.ContextClientTrace(req.Context())
+	if tr == nil {
+		return
+	}
+	if tr.GotConn != nil {
+		tr.GotConn(httptrace.GotConnInfo{})
+	}
+	if tr.WroteHeaders != nil {
 		tr.WroteHeaders()
+	}
+}
+
+// askConn tells the trace that a connection was asked for, as net/http
+// does before it dials or takes an idle one.
+func askConn(req *http.Request) {
+	if tr := httptrace.ContextClientTrace(req.Context()); tr != nil && tr.GetConn != nil {
+		tr.GetConn(req.URL.Host)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,17 @@ const (
 	DefaultChiftAttemptTimeout = 90 * time.Second
 	maxKeyLength               = 255
 )
+
+// The ranges options accept: a value outside is a mistake (a timeout of 5
+// meant as seconds is 5 ns), refused at construction.
+const (
+	MaxRetriesLimit      = 20
+	MinWait              = time.Millisecond // shortest backoff, attempt timeout or Retry-After cap
+	MaxWait              = 24 * time.Hour   // longest
+	MaxBufferedBodyLimit = 1 << 30          // 1 GiB
+)
+
+func inRange(d, lo, hi time.Duration) bool { return d >= lo && d <= hi }
 
 // Option configures a Transport, Wrap or NewClient. An invalid value makes
 // the constructor return an error that names the option.
@@ -65,6 +77,17 @@ type config struct {
 	budgetRatio     float64
 	budgetPerSec    float64
 	budgetOff       bool
+	// callTimeout bounds one logical request, all attempts and the reading
+	// of the response body: the Timeout of the http.Client that Wrap or
+	// NewClient wrapped, moved here (see wrap).
+	callTimeout time.Duration
+	// protocols records the options that chose the key header and its
+	// protocol, in order; more than one protocol is a contradiction.
+	protocols []choice
+	// dedupAsked: WithServerDeduplication was given.
+	dedupAsked bool
+	// stampedBy: WithStampedMethods was given.
+	stampedBy bool
 }
 
 func defaultConfig() config {
@@ -84,7 +107,10 @@ func defaultConfig() config {
 	}
 }
 
-func newConfig(opts []Option) (config, error) {
+// newConfig applies opts for the constructor named who ("NewTransport",
+// "Wrap" or "NewClient"), then refuses combinations that contradict each
+// other or that the constructor would ignore.
+func newConfig(who string, opts []Option) (config, error) {
 	cfg := defaultConfig()
 	var errs []error
 	for i, opt := range opts {
@@ -102,22 +128,122 @@ func newConfig(opts []Option) (config, error) {
 	if cfg.backoffInitial > cfg.backoffMax {
 		errs = append(errs, fmt.Errorf("saferetry: WithBackoff: initial %v is greater than max %v", cfg.backoffInitial, cfg.backoffMax))
 	}
+	errs = append(errs, cfg.contradictions(who)...)
+	if cfg.dedupAsked && !cfg.keyMustBeUUID {
+		cfg.keyDeduplicates = true
+	}
 	return cfg, errors.Join(errs...)
 }
 
+// contradictions lists the options that cannot hold together, or that the
+// constructor who would silently ignore.
+func (c *config) contradictions(who string) []error {
+	var errs []error
+	if names := conflicting(c.protocols); names != nil {
+		errs = append(errs, fmt.Errorf("saferetry: %s contradict each other: each chooses the key header and how the server treats it; keep one", strings.Join(names, " and ")))
+	}
+	if c.stampAll && c.stampedBy {
+		errs = append(errs, errors.New("saferetry: WithStampedMethods contradicts WithZeroHashRequestID, which puts a key on every request"))
+	}
+	if c.dedupAsked && c.keyMustBeUUID {
+		errs = append(errs, errors.New("saferetry: WithServerDeduplication contradicts WithZeroHashRequestID: zerohash does not deduplicate on X-Request-Id"))
+	}
+	if c.httpClient != nil && who != "NewClient" {
+		errs = append(errs, fmt.Errorf("saferetry: WithHTTPClient is for NewClient; %s would ignore it (and its Timeout): pass the client to Wrap, or its transport to NewTransport", who))
+	}
+	return errs
+}
+
+// choice: an option that chose a protocol (the header "X-Request-Id" of
+// WithZeroHashRequestID, say; WithZeroHashAuth chooses the same one).
+type choice struct{ protocol, option string }
+
+// choose records that option picked the key header of protocol.
+func (c *config) choose(protocol, option string) {
+	c.protocols = append(c.protocols, choice{protocol, option})
+}
+
+// conflicting names the options, without repeats, when they chose more
+// than one protocol; nil when they agree.
+func conflicting(choices []choice) []string {
+	var names []string
+	agree := true
+	for _, ch := range choices {
+		agree = agree && ch.protocol == choices[0].protocol
+		if !slices.Contains(names, ch.option) {
+			names = append(names, ch.option)
+		}
+	}
+	if agree {
+		return nil
+	}
+	return names
+}
+
 // WithRequestIDHeader sets the header that carries the idempotency key
-// (default "Idempotency-Key"). Bare 409 and 422 answers are read the IETF
-// draft's way only for the default header.
+// (default "Idempotency-Key"). The name must be an RFC 9110 token as given
+// (nothing is trimmed) and must not be a credential or framing header
+// (Authorization, Cookie, Content-Length, zerohash's X-SCX-* ...): the key is
+// logged and put in errors.
+//
+// Whether a keyed request is retried after it may have reached the server
+// depends on whether the server deduplicates on the key. For the default
+// header the SDK assumes the server follows the IETF Idempotency-Key draft
+// (draft-ietf-httpapi-idempotency-key-header) and does; for any other name it
+// assumes not, so such a request is retried only when the failure proves it
+// was not processed. WithServerDeduplication states that the server does.
 func WithRequestIDHeader(name string) Option {
 	return func(c *config) error {
-		name = strings.TrimSpace(name)
-		if name == "" || !validHeaderName(name) {
-			return fmt.Errorf("saferetry: WithRequestIDHeader: %q is not a valid header name", name)
+		if err := checkKeyHeaderName(name); err != nil {
+			return fmt.Errorf("saferetry: WithRequestIDHeader: %w", err)
 		}
 		c.header = textproto.CanonicalMIMEHeaderKey(name)
 		c.draftConflicts = c.header == DefaultRequestIDHeader
+		c.keyDeduplicates = c.draftConflicts
+		if !c.draftConflicts {
+			c.choose("header "+c.header, "WithRequestIDHeader")
+		}
 		return nil
 	}
+}
+
+// WithServerDeduplication states that the server processes a request at
+// most once per key in the key header, as Stripe-style and IETF-draft
+// servers do: a keyed request is then retried with the same key even after
+// it may have reached the server. The default header and WithChift imply
+// it; WithZeroHashRequestID refuses it (zerohash does not deduplicate on
+// X-Request-Id).
+func WithServerDeduplication() Option {
+	return func(c *config) error {
+		c.dedupAsked = true
+		return nil
+	}
+}
+
+// reservedHeaders may not carry the key: credentials would be logged as
+// the key, and framing headers are net/http's to write.
+var reservedHeaders = []string{
+	"Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie",
+	headerAPIKey, headerPassphrase, headerTimestamp, headerSigned, "X-Api-Key",
+	"Content-Length", "Content-Type", "Content-Encoding", "Transfer-Encoding",
+	"Host", "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
+	"Upgrade", "Expect",
+}
+
+// checkKeyHeaderName refuses a name that would change on the wire (net/http
+// trims spaces and would refuse or rewrite other characters) or that is
+// reserved.
+func checkKeyHeaderName(name string) error {
+	if name == "" || !validHeaderName(name) {
+		return fmt.Errorf("%q is not a valid header name (RFC 9110 token characters only, nothing trimmed)", name)
+	}
+	canonical := textproto.CanonicalMIMEHeaderKey(name)
+	for _, r := range reservedHeaders {
+		if canonical == r {
+			return fmt.Errorf("%q is a credential or framing header; the key is logged and must travel in a header of its own", name)
+		}
+	}
+	return nil
 }
 
 // WithChift configures the Chift protocol: the key travels in
@@ -132,6 +258,7 @@ func WithChift() Option {
 		c.header = textproto.CanonicalMIMEHeaderKey(ChiftRequestIDHeader)
 		c.keyDeduplicates = true
 		c.draftConflicts = false
+		c.choose("chift", "WithChift")
 		if !c.timeoutSet {
 			c.attemptTimeout = DefaultChiftAttemptTimeout
 		}
@@ -153,6 +280,7 @@ func WithZeroHashRequestID() Option {
 		c.draftConflicts = false
 		c.keyMustBeUUID = true
 		c.rateLimitFirst = true
+		c.choose("zerohash", "WithZeroHashRequestID")
 		return nil
 	}
 }
@@ -171,17 +299,17 @@ func WithStampedMethods(methods ...string) Option {
 			}
 			set[strings.ToUpper(m)] = true
 		}
-		c.stampMethods, c.stampAll = set, false
+		c.stampMethods, c.stampedBy = set, true
 		return nil
 	}
 }
 
-// WithMaxRetries sets how many retries may follow the first attempt; 0
-// disables retries.
+// WithMaxRetries sets how many retries may follow the first attempt, 0 to
+// MaxRetriesLimit; 0 disables retries.
 func WithMaxRetries(n int) Option {
 	return func(c *config) error {
-		if n < 0 {
-			return fmt.Errorf("saferetry: WithMaxRetries: %d is negative", n)
+		if n < 0 || n > MaxRetriesLimit {
+			return fmt.Errorf("saferetry: WithMaxRetries: %d is outside [0, %d]", n, MaxRetriesLimit)
 		}
 		c.maxRetries = n
 		return nil
@@ -189,11 +317,11 @@ func WithMaxRetries(n int) Option {
 }
 
 // WithBackoff sets the bounds of the jittered exponential wait between
-// attempts.
+// attempts; both within [MinWait, MaxWait].
 func WithBackoff(initial, max time.Duration) Option {
 	return func(c *config) error {
-		if initial <= 0 || max <= 0 {
-			return fmt.Errorf("saferetry: WithBackoff: initial %v and max %v must be positive", initial, max)
+		if !inRange(initial, MinWait, MaxWait) || !inRange(max, MinWait, MaxWait) {
+			return fmt.Errorf("saferetry: WithBackoff: initial %v and max %v must be within [%v, %v]", initial, max, MinWait, MaxWait)
 		}
 		c.backoffInitial, c.backoffMax = initial, max
 		return nil
@@ -202,11 +330,12 @@ func WithBackoff(initial, max time.Duration) Option {
 
 // WithAttemptTimeout bounds one attempt, up to the arrival of the response
 // headers; reading the body of a successful attempt is not cut off. 0 means
-// no bound beyond the request's context (the default).
+// no bound beyond the request's context (the default); otherwise d must be
+// within [MinWait, MaxWait].
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(c *config) error {
-		if d < 0 {
-			return fmt.Errorf("saferetry: WithAttemptTimeout: %v is negative", d)
+		if d != 0 && !inRange(d, MinWait, MaxWait) {
+			return fmt.Errorf("saferetry: WithAttemptTimeout: %v is outside [%v, %v] (0 turns it off)", d, MinWait, MaxWait)
 		}
 		c.attemptTimeout, c.timeoutSet = d, true
 		return nil
@@ -218,8 +347,8 @@ func WithAttemptTimeout(d time.Duration) Option {
 // returned instead of a retry.
 func WithMaxRetryAfter(d time.Duration) Option {
 	return func(c *config) error {
-		if d <= 0 {
-			return fmt.Errorf("saferetry: WithMaxRetryAfter: %v must be positive", d)
+		if !inRange(d, MinWait, MaxWait) {
+			return fmt.Errorf("saferetry: WithMaxRetryAfter: %v is outside [%v, %v]", d, MinWait, MaxWait)
 		}
 		c.maxRetryAfter = d
 		return nil
@@ -231,8 +360,8 @@ func WithMaxRetryAfter(d time.Duration) Option {
 // is sent once and never retried.
 func WithMaxBufferedBody(n int64) Option {
 	return func(c *config) error {
-		if n < 0 {
-			return fmt.Errorf("saferetry: WithMaxBufferedBody: %d is negative", n)
+		if n < 0 || n > MaxBufferedBodyLimit {
+			return fmt.Errorf("saferetry: WithMaxBufferedBody: %d is outside [0, %d] bytes", n, MaxBufferedBodyLimit)
 		}
 		c.maxBufferedBody = n
 		return nil
@@ -274,8 +403,10 @@ func WithKeyGenerator(f func() (string, error)) Option {
 	}
 }
 
-// WithHTTPClient makes NewClient wrap c (its timeout, jar, redirect policy
-// and transport are kept; c itself is not modified).
+// WithHTTPClient makes NewClient wrap c (its jar, redirect policy and
+// transport are kept, its Timeout moves into the Transport as Wrap does; c
+// itself is not modified). Only NewClient takes it: Wrap and NewTransport
+// refuse it, as they would ignore it.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *config) error {
 		if hc == nil {

@@ -77,7 +77,6 @@ func TestOptionValid(t *testing.T) {
 		WithMaxBufferedBody(0),
 		WithObserver(func(Attempt) {}),
 		WithKeyGenerator(func() (string, error) { return "k", nil }),
-		WithHTTPClient(&http.Client{}),
 		WithStampedMethods("post", "PUT"),
 		WithLogger(nil),
 		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
@@ -276,8 +275,11 @@ func TestWrap(t *testing.T) {
 		if tr.base != base {
 			t.Errorf("wrapped transport's base = %T, want the original transport", tr.base)
 		}
-		if wrapped.Timeout != 7*time.Second || reflect.ValueOf(wrapped.CheckRedirect).Pointer() != reflect.ValueOf(redirect).Pointer() {
-			t.Error("wrapped client lost the Timeout or CheckRedirect")
+		if reflect.ValueOf(wrapped.CheckRedirect).Pointer() != reflect.ValueOf(redirect).Pointer() {
+			t.Error("wrapped client lost the CheckRedirect")
+		}
+		if wrapped.Timeout != 0 || tr.cfg.callTimeout != 7*time.Second {
+			t.Errorf("Timeout %v on the copy, %v in the Transport; want it moved into the Transport", wrapped.Timeout, tr.cfg.callTimeout)
 		}
 	})
 	t.Run("nil client", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -44,17 +45,25 @@ type Attempt struct {
 }
 
 // call is one logical request: its key, its body source, and the state the
-// retry policy needs across attempts.
+// retry policy needs across attempts. Whether the request may go out again
+// is decided in one place, mayResend, which every path that would send it
+// again asks.
 type call struct {
 	t    *Transport
-	req  *http.Request // the caller's, never modified
+	req  *http.Request   // the caller's, never modified
+	ctx  context.Context // the caller's context, bounded by the moved client Timeout
 	key  string
+	tidy bool // the caller's key header must be rewritten as one canonical header
 	body bodySource
 
 	attempt    int
 	maxRetries int
-	maybeSent  bool   // some attempt may have reached the server
-	uncertain  bool   // some attempt's outcome is unknown: a bare 409 means "in process"
+	// maybeSent: some attempt may have reached the server and been
+	// processed. It fails closed: only positive evidence keeps it false
+	// (see unsent and proves).
+	maybeSent  bool
+	bodySpent  bool   // an attempt tried to send the one-shot body: it cannot be sent again
+	bodyHanded bool   // the one-shot body went to the base transport, which closes it
 	last       trace  // what the latest attempt did on the wire
 	pending    error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
 	code       string // error_code of the latest answer, when it was read
@@ -68,13 +77,29 @@ type call struct {
 	trace httptrace.ClientTrace
 }
 
-func newCall(t *Transport, req *http.Request, key string, body bodySource) *call {
-	c := &call{t: t, req: req, key: key, body: body, maxRetries: t.cfg.maxRetries}
-	if body.oneShot {
-		c.maxRetries = 0
-	}
+func newCall(t *Transport, req *http.Request, k keyed, body bodySource) *call {
+	c := &call{t: t, req: req, ctx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries}
 	c.watch.hook(&c.trace)
 	return c
+}
+
+// mayResend answers "may this request go out again?" for every path that
+// would resend it: a retry after an error or a status, a wait on
+// REQUEST_IN_PROCESS, a new token after a 401. A one-shot body that went
+// out cannot be replayed; a request that may have been processed is sent
+// again only if repeating it cannot apply it twice.
+func (c *call) mayResend() bool {
+	if c.bodySpent {
+		return false
+	}
+	return !c.maybeSent || c.idempotent()
+}
+
+// baseMayReplay: net/http may resend this attempt on its own (HTTP/1
+// after a reused connection failed, HTTP/2 after a stream reset). Only
+// when the call itself could resend it.
+func (c *call) baseMayReplay() bool {
+	return c.idempotent() && !c.body.oneShot
 }
 
 // nextWait is the next jittered exponential wait. The schedule is set up
@@ -98,7 +123,20 @@ func (c *call) nextWait() time.Duration {
 func useLastResponse(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // run is the attempt loop: send, let the policy decide, wait, send again.
-func (c *call) run() (*http.Response, error) {
+// stop releases the call's context; it runs when run returns without a
+// response, or when the caller closes the response body.
+func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
+	defer c.closeUnsentBody()
+	resp, err := c.loop()
+	if err != nil || resp == nil {
+		stop()
+		return resp, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func(error) { stop() }}
+	return resp, nil
+}
+
+func (c *call) loop() (*http.Response, error) {
 	shared := c.request()
 	for {
 		req, err := c.attemptRequest(shared)
@@ -113,9 +151,18 @@ func (c *call) run() (*http.Response, error) {
 		if resp != nil {
 			drainAndClose(resp.Body)
 		}
-		if err := sleep(c.req.Context(), c.wait); err != nil {
-			return nil, c.requestError(err)
+		if err := sleep(c.ctx, c.wait); err != nil {
+			return nil, c.requestError(context.Cause(c.ctx))
 		}
+	}
+}
+
+// closeUnsentBody closes a one-shot body that never reached the base
+// transport (a token fetch failed first, say): the base closes the ones it
+// gets, so every body is closed exactly once.
+func (c *call) closeUnsentBody() {
+	if c.body.oneShot && !c.bodyHanded {
+		c.body.once.Close()
 	}
 }
 
@@ -138,50 +185,58 @@ func (c *call) finish(resp *http.Response, err, final error) (*http.Response, er
 // with the key set and a context that identifies the call and watches the
 // wire.
 func (c *call) request() *http.Request {
-	ctx := context.WithValue(c.req.Context(), callInfoKey{}, c)
+	ctx := context.WithValue(c.ctx, callInfoKey{}, c)
 	ctx = httptrace.WithClientTrace(ctx, &c.trace)
 	// A shallow copy: only the header map is written to, so only it is
 	// copied; a full Clone would copy the URL and more on every request.
 	clone := c.req.WithContext(ctx)
-	if c.key != "" && c.req.Header.Get(c.t.cfg.header) == "" {
-		clone.Header = c.req.Header.Clone()
-		if clone.Header == nil {
-			clone.Header = http.Header{}
-		}
-		clone.Header[c.t.cfg.header] = []string{c.key}
+	if c.key != "" && c.tidy {
+		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.key)
 	}
 	clone.RequestURI = ""
-	switch {
-	case c.body.oneShot:
-		clone.Body, clone.GetBody = c.body.once, nil
-	case c.body.get != nil:
-		clone.GetBody, clone.ContentLength = c.body.get, c.body.length
-	default:
-		clone.Body, clone.GetBody = nil, nil
-	}
 	return clone
 }
 
 // attemptRequest gives each attempt its own copy of the shared request
 // with a fresh body: the base transport may still hold the previous one.
+// A request that must not be resent gives net/http no way to rewind its
+// body (no GetBody), and never a nil body: HTTP/2 resends a bodiless
+// request after a stream reset, even one that may have been processed.
 func (c *call) attemptRequest(shared *http.Request) (*http.Request, error) {
-	if c.attempt == 0 && c.body.get == nil {
-		return shared, nil
-	}
 	req := shared
 	if c.attempt > 0 {
 		copied := *shared
 		req = &copied
 	}
-	if c.body.get != nil {
+	replay := c.baseMayReplay()
+	req.GetBody = nil
+	switch {
+	case c.body.oneShot:
+		req.Body, req.ContentLength = c.body.once, c.body.length
+	case c.body.get != nil:
 		body, err := c.body.get()
 		if err != nil {
 			return nil, fmt.Errorf("saferetry: rewinding the request body: %w", err)
 		}
-		req.Body = body
+		req.Body, req.ContentLength = body, c.body.length
+		if replay {
+			req.GetBody = c.body.get
+		}
+	case replay:
+		req.Body, req.ContentLength = nil, 0
+	default:
+		req.Body, req.ContentLength = noReplayBody{}, 0
 	}
 	return req, nil
 }
+
+// noReplayBody is an empty body that is not http.NoBody: net/http can
+// neither rewind it nor treat the request as bodiless, so it never resends
+// the request on its own. On HTTP/1.1 it leaves as an empty chunked body.
+type noReplayBody struct{}
+
+func (noReplayBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (noReplayBody) Close() error             { return nil }
 
 // requestError gives every transport failure the key and attempt count;
 // typed API errors already carry the key.
@@ -193,6 +248,9 @@ func (c *call) requestError(err error) error {
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
 		return err
+	}
+	if ctxErr := c.ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		err = context.Cause(c.ctx) // the client Timeout's TimeoutError, say
 	}
 	return &RequestError{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key,
@@ -208,7 +266,7 @@ func (c *call) checkRetry(resp *http.Response, err error) (bool, error) {
 		c.pending = nil
 	}
 	if retry {
-		retry = c.planWait(c.req.Context(), resp)
+		retry = c.planWait(c.ctx, resp)
 	}
 	c.report(resp, err, retry)
 	if retry {
@@ -223,43 +281,77 @@ func (c *call) checkRetry(resp *http.Response, err error) (bool, error) {
 // classify decides whether the attempt may be repeated and whether its
 // answer is a typed idempotency error.
 func (c *call) classify(resp *http.Response, err error) (retry bool, final error) {
-	uncertainBefore := c.uncertain
+	uncertainBefore := c.maybeSent
 	c.pending, c.code = nil, ""
 	if err != nil {
-		if c.last.wrote {
-			c.uncertain = true
+		if !c.unsent() {
+			c.maybeSent = true
 		}
-		if c.req.Context().Err() != nil || isDefiniteRejection(err) {
+		if c.ctx.Err() != nil || isDefiniteRejection(err) {
 			return false, nil // the token endpoint refused the credentials
 		}
-		return !c.last.wrote || c.idempotent(), nil
+		return c.mayResend(), nil
+	}
+	if c.last.replayed || !c.proves(resp) {
+		c.maybeSent = true
+	}
+	if c.last.replayed && !c.idempotent() {
+		// The base transport sent it again on its own although it could
+		// not rewind the body: processed once, or twice.
+		return false, c.requestError(errBaseReplayed)
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		return c.reauthenticate(), nil
 	case http.StatusConflict:
-		return c.classifyConflict(resp, uncertainBefore)
+		return c.classifyConflict(resp, uncertainBefore || c.last.replayed)
 	case http.StatusUnprocessableEntity:
 		if c.t.cfg.draftConflicts && c.key != "" && (c.attempt > 1 || c.last.replayed) {
 			apiErr := c.apiError(resp)
 			apiErr.kind = ErrKeyReused
 			return false, apiErr
 		}
-	case http.StatusRequestTimeout, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return c.idempotent(), nil
-	case http.StatusTooManyRequests:
-		return c.idempotent() || c.t.cfg.rateLimitFirst, nil
-	case http.StatusServiceUnavailable:
-		return c.idempotent() || resp.Header.Get("Zh-Allow-Retry") == "true", nil
+	case http.StatusRequestTimeout, http.StatusBadGateway, http.StatusGatewayTimeout,
+		http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		return c.mayResend(), nil
 	}
 	return false, nil
 }
 
+// errBaseReplayed: net/http (or another base transport) resent a request
+// within one attempt that the policy forbids resending.
+var errBaseReplayed = errors.New("saferetry: the base transport resent a request that must not be resent; it may have been processed twice")
+
+// unsent: the latest attempt ended in an error that proves the request
+// never reached the server. The proof is that the base transport never got
+// it, or that net/http asked for a connection (so its trace hooks are
+// live) and never obtained one: net/http writes nothing before it has a
+// connection. A base that reports nothing proves nothing.
+func (c *call) unsent() bool {
+	return !c.last.handed || (c.last.askedConn && c.last.conns == 0)
+}
+
+// proves: the answer shows that the request was not processed. 401 under
+// Chift auth (the credentials were refused), 429 where the API documents
+// that rate limiting comes first (zerohash), 503 with zerohash's
+// "zh-allow-retry: true".
+func (c *call) proves(resp *http.Response) bool {
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return c.t.auth != nil
+	case http.StatusTooManyRequests:
+		return c.t.cfg.rateLimitFirst
+	case http.StatusServiceUnavailable:
+		return resp.Header.Get("Zh-Allow-Retry") == "true"
+	}
+	return false
+}
+
 // reauthenticate answers a 401 when Chift auth is on: the token is
 // replaced and the request tried once more, beyond the retry limit (a 401
-// means nothing was processed).
+// means nothing was processed), if it may go out again at all.
 func (c *call) reauthenticate() bool {
-	if c.t.auth == nil || c.reauthed || c.token == "" {
+	if c.t.auth == nil || c.reauthed || c.token == "" || !c.mayResend() {
 		return false
 	}
 	c.reauthed = true
@@ -287,7 +379,7 @@ func (c *call) classifyConflict(resp *http.Response, uncertainBefore bool) (bool
 		return false, nil
 	}
 	c.pending = apiErr
-	return true, nil
+	return c.mayResend(), nil
 }
 
 // apiError decodes an error response without consuming its body, so the
@@ -340,7 +432,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	}
 	a := Attempt{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
-		Err: err, Sent: c.last.wrote || resp != nil, Replayed: c.last.replayed, Retry: retry,
+		Err: err, Sent: resp != nil || !c.unsent(), Replayed: c.last.replayed, Retry: retry,
 		BudgetExhausted: c.budgetOut,
 	}
 	if resp != nil {
@@ -353,7 +445,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 		cfg.observer(a)
 	}
 	if cfg.logger != nil {
-		logAttempt(c.req.Context(), cfg.logger, a)
+		logAttempt(c.ctx, cfg.logger, a)
 	}
 }
 
@@ -395,6 +487,19 @@ func drainAndClose(body io.ReadCloser) {
 	body.Close()
 }
 
+// closeOnce passes on the first Close only: a one-shot body may be closed
+// by a signer that read it and again by the base transport.
+type closeOnce struct {
+	c    io.Closer
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.c.Close() })
+	return c.err
+}
+
 // bodySource yields the request body for every attempt.
 type bodySource struct {
 	get     func() (io.ReadCloser, error) // nil: no body
@@ -421,7 +526,7 @@ func newBodySource(req *http.Request, limit int64) (bodySource, error) {
 		return bodySource{}, fmt.Errorf("reading request body: %w", err)
 	}
 	if int64(len(buf)) > limit {
-		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: req.Body}
+		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: &closeOnce{c: req.Body}}
 		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
 	}
 	req.Body.Close()

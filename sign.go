@@ -54,6 +54,10 @@ func WithZeroHashAuth(apiKey, base64Secret, passphrase string) Option {
 		if err := WithZeroHashRequestID()(c); err != nil {
 			return err
 		}
+		c.protocols[len(c.protocols)-1].option = "WithZeroHashAuth"
+		if c.signer != nil {
+			return errors.New("saferetry: WithZeroHashAuth given twice: keep one set of credentials")
+		}
 		c.signer = &zeroHashSigner{apiKey: apiKey, passphrase: passphrase, secret: secret, now: time.Now}
 		return nil
 	}
@@ -73,9 +77,13 @@ func WithAPIBaseURL(baseURL string) Option {
 	}
 }
 
-// withAPIOrigin is NewClient's WithAPIBaseURL, from its base URL.
+// withAPIOrigin is NewClient's WithAPIBaseURL, from its base URL. A
+// WithAPIBaseURL that names another API is refused rather than ignored.
 func withAPIOrigin(u *url.URL) Option {
 	return func(c *config) error {
+		if c.apiOrigin != nil && c.apiOrigin.String() != u.String() {
+			return fmt.Errorf("saferetry: WithAPIBaseURL %q differs from NewClient's base URL %q; NewClient sends credentials to its base URL only: drop WithAPIBaseURL", c.apiOrigin.Redacted(), u.Redacted())
+		}
 		c.apiOrigin = u
 		return nil
 	}
@@ -125,8 +133,7 @@ func (s *zeroHashSigner) sign(req *http.Request) (*http.Request, error) {
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
 		var err error
-		body, err = io.ReadAll(req.Body)
-		req.Body.Close()
+		body, err = readBody(req)
 		if err != nil {
 			return nil, fmt.Errorf("saferetry: reading the body to sign it: %w", err)
 		}
@@ -144,6 +151,30 @@ func (s *zeroHashSigner) sign(req *http.Request) (*http.Request, error) {
 	signed.Header.Set(headerTimestamp, ts)
 	signed.Header.Set(headerSigned, zeroHashSignature(s.secret, ts, req.Method, req.URL.RequestURI(), body))
 	return signed, nil
+}
+
+// readBody reads and closes req.Body. A streamed body may stall as long
+// as its writer likes, so it is read on another goroutine and a caller
+// whose context ends is released at once; the body is then closed under
+// the read, as net/http does when it cancels a request.
+func readBody(req *http.Request) ([]byte, error) {
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		body, err := io.ReadAll(req.Body)
+		done <- result{body, err}
+	}()
+	select {
+	case r := <-done:
+		req.Body.Close()
+		return r.body, r.err
+	case <-req.Context().Done():
+		req.Body.Close()
+		return nil, req.Context().Err()
+	}
 }
 
 // zeroHashSignature is base64(HMAC-SHA256(secret, ts+method+route+body)).

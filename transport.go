@@ -1,10 +1,12 @@
 package saferetry
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,7 +29,7 @@ var _ http.RoundTripper = (*Transport)(nil)
 // NewTransport returns a Transport over base (nil: http.DefaultTransport,
 // which is used, never modified).
 func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig("NewTransport", opts)
 	if err != nil {
 		return nil, err
 	}
@@ -54,8 +56,15 @@ func newTransport(base http.RoundTripper, cfg config) (*Transport, error) {
 // Wrap returns a copy of c whose transport is a Transport over c's
 // transport. c is not modified; nil c means a new client with
 // http.DefaultTransport.
+//
+// c.Timeout moves into the Transport: the copy has Timeout 0 and the
+// Transport bounds each request the copy sends (all its attempts, their
+// waits and the reading of the response body) by it. Left on the client,
+// net/http's own timer would replace the Transport's error by a plain
+// string when it fires, losing ErrOutcomeUnknown and the key. A redirect
+// is a new request with a bound of its own.
 func Wrap(c *http.Client, opts ...Option) (*http.Client, error) {
-	cfg, err := newConfig(opts)
+	cfg, err := newConfig("Wrap", opts)
 	if err != nil {
 		return nil, err
 	}
@@ -67,12 +76,13 @@ func wrap(c *http.Client, cfg config) (*http.Client, *Transport, error) {
 	if c == nil {
 		c = &http.Client{}
 	}
+	cfg.callTimeout = c.Timeout
 	t, err := newTransport(c.Transport, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	wrapped := *c
-	wrapped.Transport = t
+	wrapped.Transport, wrapped.Timeout = t, 0
 	return &wrapped, t, nil
 }
 
@@ -83,38 +93,123 @@ func wrap(c *http.Client, cfg config) (*http.Client, *Transport, error) {
 // and a 422 key reuse: those answers are the idempotency protocol talking to
 // the transport about its own retries.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	key, err := t.key(req)
+	if req.Cancel != nil {
+		// What http.Client sets when its Timeout runs over a transport it
+		// does not know; its timer would then replace our typed errors.
+		closeBody(req)
+		return nil, errClientTimeout
+	}
+	k, err := t.key(req)
 	if err != nil {
 		closeBody(req)
 		return nil, err
 	}
 	body, err := newBodySource(req, t.cfg.maxBufferedBody)
 	if err != nil {
-		return nil, &RequestError{Method: req.Method, URL: redactURL(req), Key: key, Err: err}
+		return nil, &RequestError{Method: req.Method, URL: redactURL(req), Key: k.key, Err: err}
 	}
 	if t.budget != nil {
 		t.budget.deposit()
 	}
-	return newCall(t, req, key, body).run()
+	c := newCall(t, req, k, body)
+	stop := context.CancelFunc(func() {})
+	if d := t.cfg.callTimeout; d > 0 {
+		c.ctx, stop = context.WithTimeoutCause(c.ctx, d, &TimeoutError{Limit: d})
+	}
+	return c.run(stop)
 }
 
-// key returns the key the request carries, a new one if its method is
-// stamped, or "" when it gets none.
-func (t *Transport) key(req *http.Request) (string, error) {
-	if values, ok := req.Header[t.cfg.header]; ok {
-		if len(values) != 1 {
-			return "", fmt.Errorf("%w: %d %s headers on the request; one is needed", ErrInvalidKey, len(values), t.cfg.header)
+// errClientTimeout refuses a request sent by an http.Client with a Timeout
+// (or a deprecated Request.Cancel) around a bare Transport.
+var errClientTimeout = errors.New("saferetry: the request has Request.Cancel set, as http.Client does when its Timeout runs over a transport it does not know; " +
+	"its timer would hide ErrOutcomeUnknown and the key: build the client with saferetry.Wrap, which moves the Timeout into the Transport, or bound the request with a context deadline")
+
+// TimeoutError is the cause of a request ended by the Timeout of the
+// http.Client that Wrap or NewClient wrapped. It matches
+// context.DeadlineExceeded and is a net.Error whose Timeout is true, as
+// http.Client's own timeout error is.
+type TimeoutError struct {
+	Limit time.Duration // the client's Timeout
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("saferetry: the http.Client Timeout of %v elapsed", e.Limit)
+}
+
+// Is matches context.DeadlineExceeded.
+func (e *TimeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Timeout is part of net.Error: true.
+func (e *TimeoutError) Timeout() bool { return true }
+
+// Temporary is part of net.Error; true, as for http.Client's own.
+func (e *TimeoutError) Temporary() bool { return true }
+
+// keyed is the key a request travels with.
+type keyed struct {
+	key string
+	// tidy: the header must be rewritten as the one canonical header with
+	// the key (the caller wrote it in another case, twice, or not at all).
+	tidy bool
+}
+
+// key returns the key the request carries (its header found whatever the
+// case of the name), a new one if its method is stamped, or "" when it gets
+// none. net/http's nil marker (Header[name] = nil: "idempotent, send no
+// header") counts as no key.
+func (t *Transport) key(req *http.Request) (keyed, error) {
+	values, canonical := headerValues(req.Header, t.cfg.header)
+	if len(values) > 0 {
+		if v := distinctValues(values); len(v) > 1 {
+			return keyed{}, fmt.Errorf("%w: %d different %s values on the request (%s); one is needed", ErrInvalidKey, len(v), t.cfg.header, strings.Join(v, ", "))
 		}
-		return values[0], t.validateKey(values[0])
+		return keyed{key: values[0], tidy: !canonical}, t.validateKey(values[0])
 	}
 	if !t.cfg.stampAll && !t.cfg.stampMethods[req.Method] {
-		return "", nil
+		return keyed{}, nil
 	}
 	key, err := t.cfg.newKey()
 	if err != nil {
-		return "", fmt.Errorf("saferetry: generating key: %w", err)
+		return keyed{}, fmt.Errorf("saferetry: generating key: %w", err)
 	}
-	return key, t.validateKey(key)
+	return keyed{key: key, tidy: true}, t.validateKey(key)
+}
+
+// headerValues collects the values of name under every spelling of it in
+// h. canonical reports that h holds exactly one value, under the canonical
+// name, so the request can travel as it is.
+func headerValues(h http.Header, name string) (values []string, canonical bool) {
+	spellings := 0
+	for k, vs := range h {
+		if k == name || strings.EqualFold(k, name) {
+			spellings++
+			values = append(values, vs...)
+		}
+	}
+	return values, spellings == 1 && len(h[name]) == 1
+}
+
+func distinctValues(values []string) []string {
+	var out []string
+	for _, v := range values {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// withKey returns a copy of h with key as the only value of name, every
+// other spelling of name removed.
+func withKey(h http.Header, name, key string) http.Header {
+	out := make(http.Header, len(h)+1)
+	for k, vs := range h {
+		if !strings.EqualFold(k, name) {
+			out[k] = vs
+		}
+	}
+	out[name] = []string{key}
+	return out
 }
 
 func (t *Transport) validateKey(key string) error {
@@ -130,8 +225,9 @@ func (t *Transport) validateKey(key string) error {
 }
 
 // ValidateKey reports whether key can be used as an idempotency key: not
-// empty after trimming, at most 255 characters (Chift's varchar(255)), and
-// printable ASCII only.
+// empty, no space at either end (net/http trims them on the wire), at most
+// 255 characters (Chift's varchar(255)), and printable ASCII only. The
+// error matches ErrInvalidKey.
 func ValidateKey(key string) error {
 	if err := validateKey(key); err != nil {
 		return fmt.Errorf("%w: %s", ErrInvalidKey, err)
@@ -142,6 +238,9 @@ func ValidateKey(key string) error {
 func validateKey(key string) error {
 	if strings.TrimSpace(key) == "" {
 		return errors.New("key is empty")
+	}
+	if strings.TrimSpace(key) != key {
+		return fmt.Errorf("key %q begins or ends with a space, which net/http trims on the wire: the server would store another key", key)
 	}
 	if len(key) > maxKeyLength {
 		return fmt.Errorf("key is %d characters long, more than %d", len(key), maxKeyLength)
@@ -203,14 +302,4 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		req.Body.Close()
 	}
-}
-
-// redactURL drops user info from the URL used in errors and logs.
-func redactURL(req *http.Request) string {
-	if req.URL == nil {
-		return ""
-	}
-	u := *req.URL
-	u.User = nil
-	return u.String()
 }

@@ -1,0 +1,367 @@
+package saferetry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// ledger is a server that processes every POST it receives (it does not
+// deduplicate on any header) and records what it processed, so a test can
+// tell "processed once" from "processed twice" or "never".
+type ledger struct {
+	t         *testing.T
+	header    string // the key header to record
+	mu        sync.Mutex
+	processed map[string]int // by key
+	bodies    []string
+	// then decides what happens after processing request n (1-based):
+	// "answer", "drop" (hang up without answering) or "hold" (wait until
+	// the test ends, then answer).
+	then    func(n int) string
+	release chan struct{}
+	held    chan struct{} // receives once per held request, after processing
+}
+
+func newLedger(t *testing.T, header string, then func(n int) string) (*ledger, *httptest.Server) {
+	l := &ledger{t: t, header: header, processed: map[string]int{}, then: then,
+		release: make(chan struct{}), held: make(chan struct{}, 100)}
+	srv := httptest.NewUnstartedServer(l)
+	return l, srv
+}
+
+func (l *ledger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	l.mu.Lock()
+	l.processed[r.Header.Get(l.header)]++
+	l.bodies = append(l.bodies, string(body))
+	n := len(l.bodies)
+	l.mu.Unlock()
+	switch l.then(n) {
+	case "drop":
+		panic(http.ErrAbortHandler)
+	case "hold":
+		l.held <- struct{}{}
+		<-l.release
+	}
+	w.WriteHeader(http.StatusCreated)
+	io.WriteString(w, `{"id":"e-1"}`)
+}
+
+// stop releases held requests; deferred before the server's Close.
+func (l *ledger) stop() { close(l.release) }
+
+func (l *ledger) count(key string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.processed[key]
+}
+
+func (l *ledger) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.bodies)
+}
+
+func always(what string) func(int) string { return func(int) string { return what } }
+
+// wantOutcomeUnknown fails unless err matches ErrOutcomeUnknown and
+// carries the key the server saw.
+func wantOutcomeUnknown(t *testing.T, err error, l *ledger) {
+	t.Helper()
+	if !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("err = %v, want ErrOutcomeUnknown", err)
+	}
+	key := KeyFromError(err)
+	if key == "" || l.count(key) != 1 {
+		t.Fatalf("KeyFromError = %q, processed %d times under it; want the key the server processed once", key, l.count(key))
+	}
+}
+
+// Kind 1: net/http's client replaces a RoundTripper's error by a string
+// when its own Timeout fires. Wrap moves the Timeout into the Transport, so
+// the typed error and the key survive, every time.
+func TestClientTimeoutKeepsOutcomeAndKey(t *testing.T) {
+	l, srv := newLedger(t, DefaultRequestIDHeader, always("hold"))
+	srv.Start()
+	defer srv.Close()
+	defer l.stop()
+	hc, err := Wrap(&http.Client{Timeout: 200 * time.Millisecond}, WithMaxRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc.Timeout != 0 {
+		t.Fatalf("wrapped client Timeout = %v, want 0 (moved into the Transport)", hc.Timeout)
+	}
+	const runs = 100
+	var wg sync.WaitGroup
+	errs := make([]error, runs)
+	for i := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := hc.Post(srv.URL, "application/json", strings.NewReader(`{}`))
+			if resp != nil {
+				resp.Body.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) == "" {
+			t.Fatalf("run %d: err = %v, want ErrOutcomeUnknown with the key", i, err)
+		}
+		var te *TimeoutError
+		if !errors.As(err, &te) || !errors.Is(err, context.DeadlineExceeded) || te.Limit != 200*time.Millisecond {
+			t.Fatalf("run %d: err = %v, want the client's Timeout as a TimeoutError matching context.DeadlineExceeded", i, err)
+		}
+		var ne interface{ Timeout() bool }
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("run %d: err = %v is not a timeout net.Error", i, err)
+		}
+	}
+	// Every request whose key the server processed got that key back.
+	for _, err := range errs {
+		if key := KeyFromError(err); l.count(key) > 1 {
+			t.Fatalf("key %s processed %d times", key, l.count(key))
+		}
+	}
+}
+
+// The Timeout still bounds the reading of the body, as http.Client's does.
+func TestClientTimeoutBoundsTheBody(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		io.WriteString(w, "part")
+		w.(http.Flusher).Flush()
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	hc, err := Wrap(&http.Client{Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	_, err = io.ReadAll(resp.Body)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("reading the body: %v, want the Timeout's deadline", err)
+	}
+}
+
+// A client with a Timeout built around a bare Transport would have its
+// timer hide the outcome: refused before anything is sent.
+func TestClientTimeoutAroundBareTransportRefused(t *testing.T) {
+	l, srv := newLedger(t, DefaultRequestIDHeader, always("answer"))
+	srv.Start()
+	defer srv.Close()
+	tr := newTestTransport(t, nil)
+	hc := &http.Client{Transport: tr, Timeout: time.Minute}
+	body := &requestBody{Reader: strings.NewReader("{}")}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, body)
+	_, err := hc.Do(req)
+	if err == nil || !strings.Contains(err.Error(), "saferetry.Wrap") {
+		t.Fatalf("err = %v, want a refusal that names saferetry.Wrap", err)
+	}
+	if l.total() != 0 {
+		t.Fatalf("server processed %d requests, want 0", l.total())
+	}
+	if body.closed.Load() != 1 {
+		t.Fatalf("body closed %d times, want 1", body.closed.Load())
+	}
+}
+
+// A context deadline and the attempt timeout keep the outcome too.
+func TestDeadlinesKeepOutcomeAndKey(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		ctx  func() (context.Context, context.CancelFunc)
+	}{
+		{"context deadline", nil, func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 200*time.Millisecond)
+		}},
+		{"attempt timeout", []Option{WithAttemptTimeout(200 * time.Millisecond), WithMaxRetries(0)}, func() (context.Context, context.CancelFunc) {
+			return context.WithCancel(context.Background())
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, srv := newLedger(t, "X-Op", always("hold"))
+			srv.Start()
+			defer srv.Close()
+			defer l.stop()
+			// A header the server does not deduplicate on: never retried
+			// once it may have been sent.
+			hc, err := Wrap(nil, append([]Option{WithRequestIDHeader("X-Op")}, tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, strings.NewReader("{}"))
+			_, err = hc.Do(req)
+			<-l.held
+			wantOutcomeUnknown(t, err, l)
+		})
+	}
+}
+
+// hideTrace is a base RoundTripper that hides net/http's trace hooks from
+// the Transport above it, as a wrapper that swaps the context does.
+type hideTrace struct{ base http.RoundTripper }
+
+func (h hideTrace) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer context.AfterFunc(req.Context(), cancel)()
+	return h.base.RoundTrip(req.WithContext(ctx))
+}
+
+// Kind 2a: a base that reports nothing proves nothing: a failure is "may
+// have been sent", never retried for a server that does not deduplicate.
+func TestHookLessBaseFailsClosed(t *testing.T) {
+	l, srv := newLedger(t, "X-Op", always("drop"))
+	srv.Start()
+	defer srv.Close()
+	tr := newTestTransport(t, hideTrace{http.DefaultTransport.(*http.Transport).Clone()}, WithRequestIDHeader("X-Op"))
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("{}"))
+	_, err := tr.RoundTrip(req)
+	wantOutcomeUnknown(t, err, l)
+	if l.total() != 1 {
+		t.Fatalf("server processed %d requests, want 1", l.total())
+	}
+}
+
+// A dial failure with live hooks is proof: retried, and not "unknown".
+func TestDialFailureIsUnsent(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL
+	srv.Close() // nothing listens there now
+	tr := newTestTransport(t, nil, WithRequestIDHeader("X-Op"), WithMaxRetries(2))
+	var attempts []Attempt
+	tr.cfg.observer = func(a Attempt) { attempts = append(attempts, a) }
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+	_, err := tr.RoundTrip(req)
+	if err == nil || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("err = %v, want a failure that is not ErrOutcomeUnknown", err)
+	}
+	if len(attempts) != 3 || attempts[0].Sent {
+		t.Fatalf("attempts = %+v, want 3, none sent", attempts)
+	}
+}
+
+// Kind 2b: HTTP/2 reports WroteHeaders late; a cancel after the server has
+// the request must read "may have been sent".
+func TestHTTP2CancelAfterProcessingIsOutcomeUnknown(t *testing.T) {
+	l, srv := newLedger(t, ZeroHashRequestIDHeader, always("hold"))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	defer l.stop()
+	tr := newTestTransport(t, srv.Client().Transport, WithZeroHashRequestID())
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, nil) // no body
+		done := make(chan error, 1)
+		go func() {
+			resp, err := tr.RoundTrip(req)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		<-l.held
+		cancel()
+		wantOutcomeUnknown(t, <-done, l)
+	}
+}
+
+// Kind 3a: a request that must not be resent reaches the base with no
+// means to rewind it (no GetBody, never a nil body), and a replay that
+// happens anyway ends as ErrOutcomeUnknown.
+func TestNoReplayableRequestForForbiddenResend(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		opts   []Option
+		body   bool
+		replay bool
+	}{
+		{"zerohash POST with a body", []Option{WithZeroHashRequestID()}, true, false},
+		{"zerohash POST without a body", []Option{WithZeroHashRequestID()}, false, false},
+		{"custom header POST", []Option{WithRequestIDHeader("X-Op")}, true, false},
+		{"unkeyed POST", []Option{WithStampedMethods("PUT")}, false, false},
+		{"default header POST", nil, true, true},
+		{"deduplicated custom header", []Option{WithRequestIDHeader("X-Op"), WithServerDeduplication()}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var seen *http.Request
+			base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+				seen = req
+				return &http.Response{StatusCode: 200, Body: http.NoBody, Request: req}, nil
+			})
+			tr := newTestTransport(t, base, tc.opts...)
+			var body io.Reader
+			if tc.body {
+				body = strings.NewReader("{}")
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", body)
+			if _, err := tr.RoundTrip(req); err != nil {
+				t.Fatal(err)
+			}
+			replayable := seen.GetBody != nil || seen.Body == nil || seen.Body == http.NoBody
+			if replayable != tc.replay {
+				t.Fatalf("base got GetBody %v, Body %T: replayable = %v, want %v", seen.GetBody != nil, seen.Body, replayable, tc.replay)
+			}
+		})
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// A base that resends on its own (two connections in one attempt) a
+// request the policy forbids resending: the 200 it got is not trusted.
+func TestBaseReplayOfForbiddenRequestIsOutcomeUnknown(t *testing.T) {
+	var sent atomic.Int32
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		tr := httptrace.ContextClientTrace(req.Context())
+		for range 2 {
+			tr.GetConn("api.test:80")
+			tr.GotConn(httptrace.GotConnInfo{})
+			sent.Add(1)
+		}
+		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
+	})
+	tr := newTestTransport(t, base, WithZeroHashRequestID())
+	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", strings.NewReader("{}"))
+	resp, err := tr.RoundTrip(req)
+	if resp != nil || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) == "" {
+		t.Fatalf("got %v, %v; want ErrOutcomeUnknown with the key", resp, err)
+	}
+}
+
+// requestBody is a request body without GetBody that counts its Close
+// calls, concurrently safe (net/http closes from its own goroutines).
+type requestBody struct {
+	io.Reader
+	closed atomic.Int32
+}
+
+func (b *requestBody) Close() error {
+	b.closed.Add(1)
+	return nil
+}
