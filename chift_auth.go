@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,9 +44,10 @@ const (
 // WithChiftAuth authenticates to Chift: it obtains a token from POST /token
 // (a JSON body, not OAuth2's form), caches it, replaces it a minute before
 // it expires, fetches it once for any number of concurrent requests, and on
-// a 401 fetches a new one and retries that request once. The token goes
-// only to the API's own scheme and host (NewClient's base URL, or
-// WithAPIBaseURL). It implies WithChift.
+// a 401 fetches a new one and retries that request once. A request whose
+// context ends while the token is fetched returns at once; the fetch goes
+// on for the others. The token goes only to the API's own scheme and host
+// (NewClient's base URL, or WithAPIBaseURL). It implies WithChift.
 func WithChiftAuth(creds ChiftCredentials) Option {
 	return func(c *config) error {
 		var missing []string
@@ -64,74 +66,117 @@ func WithChiftAuth(creds ChiftCredentials) Option {
 		if err := WithChift()(c); err != nil {
 			return err
 		}
+		c.protocols[len(c.protocols)-1].option = "WithChiftAuth"
+		if c.chiftCreds != nil {
+			return errors.New("saferetry: WithChiftAuth given twice: keep one set of credentials")
+		}
 		c.chiftCreds = &creds
 		return nil
 	}
 }
 
-// chiftAuth hands out Chift tokens. The cache is x/oauth2's
-// ReuseTokenSource (one fetch at a time, early expiry); a 401 swaps in a
-// fresh source, once per stale token however many requests saw it.
+// chiftAuth hands out Chift tokens. A valid cached token is read without
+// a lock. Otherwise every caller waits for the one fetch in flight, each
+// only as long as its own context lasts: the fetch goes on for the others.
+// A 401 drops the cached token, once however many requests saw it.
 type chiftAuth struct {
 	creds    ChiftCredentials
 	tokenURL string
 	origin   *url.URL
-	client   *http.Client // the base transport, no retries, no redirects
-	current  atomic.Pointer[tokenSource]
+	client   *http.Client                 // the base transport, no retries, no redirects
+	cached   atomic.Pointer[oauth2.Token] // nil: none yet, or a 401 dropped it
+
+	mu     sync.Mutex  // guards flight
+	flight *tokenFetch // the fetch in progress, nil when none
 }
 
-type tokenSource struct{ oauth2.TokenSource }
+// tokenFetch is one POST /token, shared by every caller that needs a
+// token meanwhile. token and err are set before done is closed.
+type tokenFetch struct {
+	done  chan struct{}
+	token *oauth2.Token
+	err   error
+}
 
 func newChiftAuth(creds ChiftCredentials, origin *url.URL, base http.RoundTripper) *chiftAuth {
-	a := &chiftAuth{
+	return &chiftAuth{
 		creds:    creds,
 		tokenURL: origin.JoinPath("token").String(),
 		origin:   origin,
 		client:   &http.Client{Transport: base, CheckRedirect: useLastResponse, Timeout: chiftTokenTimeout},
 	}
-	a.current.Store(a.newSource())
-	return a
-}
-
-func (a *chiftAuth) newSource() *tokenSource {
-	return &tokenSource{oauth2.ReuseTokenSourceWithExpiry(nil, chiftFetcher{a}, chiftTokenMargin)}
 }
 
 func (a *chiftAuth) applies(u *url.URL) bool {
 	return sameOrigin(u, a.origin)
 }
 
-// token returns a valid access token, fetching one if needed.
-func (a *chiftAuth) token() (string, error) {
-	t, err := a.current.Load().Token()
-	if err != nil {
-		return "", err
+// token returns a valid access token, fetching one if needed. A caller
+// whose ctx ends during the fetch gets ctx's error at once.
+func (a *chiftAuth) token(ctx context.Context) (string, error) {
+	if t := a.cached.Load(); usable(t) {
+		return t.AccessToken, nil
 	}
-	return t.AccessToken, nil
+	f := a.fetching()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return "", fmt.Errorf("saferetry: Chift token: %w", ctx.Err())
+	}
+	if f.err != nil {
+		return "", f.err
+	}
+	return f.token.AccessToken, nil
 }
 
-// invalidate drops the cached token if it is still stale, the one a 401
-// answered.
-func (a *chiftAuth) invalidate(stale string) {
-	src := a.current.Load()
-	if t, err := src.Token(); err == nil && t.AccessToken == stale {
-		a.current.CompareAndSwap(src, a.newSource())
-	}
+// usable: t is not within chiftTokenMargin of its expiry. A token without
+// an expiry never expires, as in x/oauth2.
+func usable(t *oauth2.Token) bool {
+	return t != nil && (t.Expiry.IsZero() || time.Now().Before(t.Expiry.Add(-chiftTokenMargin)))
 }
 
-// chiftFetcher is the oauth2.TokenSource that calls POST /token. It runs
-// under ReuseTokenSource's lock on behalf of every waiting request, so it
-// uses its own timeout rather than one caller's context.
-type chiftFetcher struct{ a *chiftAuth }
+// fetching returns the fetch in flight, starting one if there is none.
+func (a *chiftAuth) fetching() *tokenFetch {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t := a.cached.Load(); usable(t) {
+		// A fetch ended between the caller's look at the cache and the lock.
+		f := &tokenFetch{done: make(chan struct{}), token: t}
+		close(f.done)
+		return f
+	}
+	if a.flight == nil {
+		a.flight = &tokenFetch{done: make(chan struct{})}
+		go a.runFetch(a.flight)
+	}
+	return a.flight
+}
 
-func (f chiftFetcher) Token() (*oauth2.Token, error) {
+// runFetch does fetch f for all who wait on it, under its own timeout:
+// no one caller's context may cut it short for the others.
+func (a *chiftAuth) runFetch(f *tokenFetch) {
 	ctx, cancel := context.WithTimeout(context.Background(), chiftTokenTimeout)
 	defer cancel()
-	t, err := f.a.fetch(ctx)
+	t, err := a.fetch(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("saferetry: Chift token: %w", err)
+		err = fmt.Errorf("saferetry: Chift token: %w", err)
 	}
-	return t, nil
+	f.token, f.err = t, err
+	a.mu.Lock()
+	if err == nil {
+		a.cached.Store(t)
+	}
+	a.flight = nil
+	a.mu.Unlock()
+	close(f.done)
+}
+
+// invalidate drops the cached token if it is still the stale one a 401
+// answered; a newer token stays.
+func (a *chiftAuth) invalidate(stale string) {
+	if t := a.cached.Load(); t != nil && t.AccessToken == stale {
+		a.cached.CompareAndSwap(t, nil)
+	}
 }
 
 func (a *chiftAuth) fetch(ctx context.Context) (*oauth2.Token, error) {

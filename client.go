@@ -37,7 +37,7 @@ func NewClient(baseURL string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := newConfig(append(opts[:len(opts):len(opts)], withAPIOrigin(base)))
+	cfg, err := newConfig("NewClient", append(opts[:len(opts):len(opts)], withAPIOrigin(base)))
 	if err != nil {
 		return nil, err
 	}
@@ -63,10 +63,10 @@ func parseBaseURL(who, raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("saferetry: %s: base URL is not a valid URL: %v", who, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("saferetry: %s: base URL %q must be an absolute http or https URL", who, raw)
+		return nil, fmt.Errorf("saferetry: %s: base URL %q must be an absolute http or https URL", who, redactedURL(u))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("saferetry: %s: base URL %q must not carry user info, a query or a fragment", who, u.Redacted())
+		return nil, fmt.Errorf("saferetry: %s: base URL %q must not carry user info, a query or a fragment", who, redactedURL(u))
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
@@ -101,7 +101,7 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, body any) 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), reader)
 	if err != nil {
-		return nil, fmt.Errorf("saferetry: %w", err)
+		return nil, fmt.Errorf("saferetry: %w", redactError(err))
 	}
 	req.Header.Set("Accept", "application/json")
 	if body != nil {
@@ -113,14 +113,14 @@ func (c *Client) NewRequest(ctx context.Context, method, path string, body any) 
 func (c *Client) resolve(path string) (*url.URL, error) {
 	ref, err := url.Parse(path)
 	if err != nil {
-		return nil, fmt.Errorf("saferetry: path %q: %w", path, err)
+		return nil, fmt.Errorf("saferetry: path %q: %w", redactRawURL(path), redactError(err))
 	}
 	if ref.Scheme != "" || ref.Host != "" || ref.User != nil {
-		return nil, fmt.Errorf("saferetry: path %q must be relative to the base URL", path)
+		return nil, fmt.Errorf("saferetry: path %q must be relative to the base URL", redactedURL(ref))
 	}
 	for _, seg := range strings.Split(ref.Path, "/") {
 		if seg == "." || seg == ".." {
-			return nil, fmt.Errorf("saferetry: path %q must not hold dot segments", path)
+			return nil, fmt.Errorf("saferetry: path %q must not hold dot segments", redactedURL(ref))
 		}
 	}
 	u := *c.baseURL
@@ -132,12 +132,13 @@ func (c *Client) resolve(path string) (*url.URL, error) {
 
 // Do sends req and decodes a 2xx JSON answer into out (nil: discard). A
 // non-2xx answer is returned as an *APIError, and the transport's typed
-// errors pass through, so errors.Is and errors.As work on the result. The
-// response is returned with its body consumed and closed.
+// errors pass through, so errors.Is and errors.As work on the result; the
+// URL in the error has its query values redacted. The response is
+// returned with its body consumed and closed.
 func (c *Client) Do(req *http.Request, out any) (*http.Response, error) {
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, redactError(err)
 	}
 	defer drainAndClose(resp.Body)
 	if err := CheckResponse(resp); err != nil {

@@ -203,6 +203,7 @@ func (r *createRun) postAndClassify(ctx context.Context, lastErr *error) postRes
 	}
 	resp, err := r.s.client.httpClient.Do(req)
 	if err != nil {
+		err = redactError(err)
 		*lastErr = err
 		if errors.Is(err, ErrOutcomeUnknown) {
 			return postAmbiguous
