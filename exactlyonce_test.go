@@ -340,8 +340,12 @@ func TestBaseReplayOfForbiddenRequestIsOutcomeUnknown(t *testing.T) {
 	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		tr := httptrace.ContextClientTrace(req.Context())
 		for range 2 {
-			tr.GetConn("api.test:80")
-			tr.GotConn(httptrace.GotConnInfo{})
+			if tr.GetConn != nil {
+				tr.GetConn("api.test:80")
+			}
+			if tr.GotConn != nil {
+				tr.GotConn(httptrace.GotConnInfo{})
+			}
 			sent.Add(1)
 		}
 		return &http.Response{StatusCode: 200, Body: io.NopCloser(strings.NewReader("ok")), Request: req}, nil
@@ -364,4 +368,91 @@ type requestBody struct {
 func (b *requestBody) Close() error {
 	b.closed.Add(1)
 	return nil
+}
+
+// chiftAuthAPI is a Chift-like API behind a token endpoint: /token answers
+// tokenStatus; the API answers 401 to its first request, then 201, and
+// records the bytes of every body it received.
+type chiftAuthAPI struct {
+	tokenStatus int
+	mu          sync.Mutex
+	bodies      []int
+}
+
+func (a *chiftAuthAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/token" {
+		w.WriteHeader(a.tokenStatus)
+		io.WriteString(w, `{"access_token":"tok","token_type":"bearer","expires_in":1800}`)
+		return
+	}
+	n, _ := io.Copy(io.Discard, r.Body)
+	a.mu.Lock()
+	a.bodies = append(a.bodies, int(n))
+	first := len(a.bodies) == 1
+	a.mu.Unlock()
+	if first {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+}
+
+// Kind 3b: a one-shot body (streamed, over the buffer limit) is never sent
+// twice, not even by a re-authentication; the 401 comes back; the body is
+// closed exactly once on every path.
+func TestOneShotBodyUnderChiftAuth(t *testing.T) {
+	creds := ChiftCredentials{ClientID: "id", ClientSecret: "secret", AccountID: "0b9e7f2e-7e4e-4c4e-9a55-2d3c2f3b9a11"}
+	const size = 64 << 10
+	t.Run("401 is handed back", func(t *testing.T) {
+		api := &chiftAuthAPI{tokenStatus: 200}
+		srv := httptest.NewServer(api)
+		defer srv.Close()
+		tr := newTestTransport(t, nil, WithChiftAuth(creds), WithAPIBaseURL(srv.URL), WithMaxBufferedBody(1024))
+		body := &requestBody{Reader: strings.NewReader(strings.Repeat("x", size))}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/consumers/c1/invoicing/invoices", body)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		api.mu.Lock()
+		defer api.mu.Unlock()
+		if resp.StatusCode != http.StatusUnauthorized || len(api.bodies) != 1 || api.bodies[0] != size {
+			t.Fatalf("status %d, bodies received %v; want the 401 back and one whole body", resp.StatusCode, api.bodies)
+		}
+		if body.closed.Load() != 1 {
+			t.Fatalf("body closed %d times, want 1", body.closed.Load())
+		}
+	})
+	t.Run("token refused: nothing sent, body closed", func(t *testing.T) {
+		api := &chiftAuthAPI{tokenStatus: 403}
+		srv := httptest.NewServer(api)
+		defer srv.Close()
+		tr := newTestTransport(t, nil, WithChiftAuth(creds), WithAPIBaseURL(srv.URL), WithMaxBufferedBody(1024))
+		body := &requestBody{Reader: strings.NewReader(strings.Repeat("x", size))}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/consumers/c1/invoicing/invoices", body)
+		_, err := tr.RoundTrip(req)
+		if err == nil || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("err = %v, want the token refusal, not ErrOutcomeUnknown", err)
+		}
+		if len(api.bodies) != 0 || body.closed.Load() != 1 {
+			t.Fatalf("bodies sent %v, closed %d times; want none sent, closed once", api.bodies, body.closed.Load())
+		}
+	})
+	t.Run("buffered body: 401 re-authenticates once", func(t *testing.T) {
+		api := &chiftAuthAPI{tokenStatus: 200}
+		srv := httptest.NewServer(api)
+		defer srv.Close()
+		tr := newTestTransport(t, nil, WithChiftAuth(creds), WithAPIBaseURL(srv.URL))
+		body := &requestBody{Reader: strings.NewReader(strings.Repeat("x", size))}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/consumers/c1/invoicing/invoices", body)
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated || len(api.bodies) != 2 || api.bodies[1] != size || body.closed.Load() != 1 {
+			t.Fatalf("status %d, bodies %v, closed %d; want 201 after a whole resend, closed once", resp.StatusCode, api.bodies, body.closed.Load())
+		}
+	})
 }
