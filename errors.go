@@ -374,6 +374,14 @@ func (e *RequestError) Unwrap() []error {
 	return errs
 }
 
+// provenUnsent: err comes from the Transport and says that no attempt can
+// have reached the server. Any other error, one whose type a wrapper
+// replaced included, proves nothing.
+func provenUnsent(err error) bool {
+	var reqErr *RequestError
+	return errors.As(err, &reqErr) && !reqErr.MaybeSent
+}
+
 // KeyFromError returns the idempotency key carried by the request that
 // produced err, or "" if err does not say.
 func KeyFromError(err error) string {

@@ -208,6 +208,9 @@ func (r *createRun) postAndClassify(ctx context.Context, lastErr *error) postRes
 		if errors.Is(err, ErrOutcomeUnknown) {
 			return postAmbiguous
 		}
+		if !provenUnsent(err) {
+			return postAmbiguous // an error of unknown type proves nothing
+		}
 		if ctx.Err() != nil {
 			*lastErr = r.unknown("context ended", err)
 			return postRejected
