@@ -1,0 +1,228 @@
+package matrix
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	saferetry "github.com/saferetry/saferetry-go"
+)
+
+// Kinds of violation, each a broken promise of the SDK (or of a cell's
+// setup, for stray requests).
+const (
+	kindTwice       = "processed twice"
+	kindLost        = "lost"
+	kindUntyped     = "error after a possible send does not match ErrOutcomeUnknown"
+	kindWrongKey    = "KeyFromError is not the key the server saw"
+	kindKeyChanged  = "key changed between attempts"
+	kindBodyClose   = "request body not closed exactly once"
+	kindCorrupt     = "a complete request arrived with the wrong body"
+	kindRefused     = "the server refused the credentials"
+	kindWrongAnswer = "a 2xx answer names another operation"
+	kindHung        = "call did not return"
+	kindStray       = "stray request"
+)
+
+var allKinds = []string{kindTwice, kindLost, kindUntyped, kindWrongKey, kindKeyChanged, kindBodyClose,
+	kindCorrupt, kindRefused, kindWrongAnswer, kindHung, kindStray}
+
+const shownViolations = 5
+
+type violation struct{ kind, text string }
+
+// tally is one cell's outcome.
+type tally struct {
+	cell                              cell
+	ops, ok, already, unknown, failed int
+	attempts                          int // attempts the server saw, token requests aside
+	count                             map[string]int
+	first                             []violation
+	faults                            map[string]int
+}
+
+func judge(c cell, api *fakeAPI, ops []*opRecord, stuck bool) *tally {
+	tl := &tally{cell: c, count: map[string]int{}, faults: map[string]int{}}
+	for _, op := range ops {
+		outcome, vs := op.judge(stuck)
+		tl.ops++
+		switch outcome {
+		case "ok":
+			tl.ok++
+		case "already":
+			tl.already++
+		case "unknown":
+			tl.unknown++
+		default:
+			tl.failed++
+		}
+		op.mu.Lock()
+		tl.attempts += len(op.arrivals)
+		for _, at := range op.arrivals {
+			tl.faults[at.fault.String()]++
+		}
+		op.mu.Unlock()
+		for _, v := range vs {
+			tl.add(v)
+		}
+	}
+	api.mu.Lock()
+	for _, s := range api.strays {
+		tl.add(violation{kindStray, s})
+	}
+	api.mu.Unlock()
+	return tl
+}
+
+func (tl *tally) add(v violation) {
+	tl.count[v.kind]++
+	if len(tl.first) < shownViolations {
+		tl.first = append(tl.first, v)
+	}
+}
+
+// judge checks one operation against the server's record of it.
+func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	got := op.got
+	success := got.returned && got.err == nil && got.status/100 == 2
+	unknown := errors.Is(got.err, saferetry.ErrOutcomeUnknown)
+	already := errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed)
+	serverKey, maySent := "", op.processed > 0
+	for _, at := range op.arrivals {
+		if serverKey == "" {
+			serverKey = at.key
+		}
+		maySent = maySent || !at.fault.spec().definite
+	}
+	say := func(kind, format string, args ...any) {
+		vs = append(vs, violation{kind, op.describe() + ": " + fmt.Sprintf(format, args...)})
+	}
+
+	if !got.returned {
+		say(kindHung, "no answer %v after the watchdog (stuck=%v)", watchdog, stuck)
+	}
+	if op.processed > 1 {
+		say(kindTwice, "processed %d times", op.processed)
+	}
+	switch {
+	case !got.returned:
+	case success && op.processed == 0:
+		say(kindLost, "the caller was told %d, the payload was never processed", got.status)
+	case op.processed == 1 && !success && !unknown && !already:
+		say(kindLost, "processed, the caller was told it failed")
+	case got.err != nil && maySent && !unknown && !already:
+		say(kindUntyped, "an attempt reached the server and left the outcome open")
+	}
+	if got.err != nil && maySent {
+		if k := saferetry.KeyFromError(got.err); k != serverKey {
+			say(kindWrongKey, "KeyFromError=%q, the server saw %q", k, serverKey)
+		}
+	}
+	for _, at := range op.arrivals {
+		if at.key != serverKey || at.key == "" || strings.Contains(at.key, ",") {
+			say(kindKeyChanged, "keys seen: %s", op.keys())
+			break
+		}
+	}
+	for i, b := range op.bodies {
+		if n := b.closes.Load(); n != 1 {
+			say(kindBodyClose, "body %d of %d closed %d times", i+1, len(op.bodies), n)
+		}
+	}
+	if op.corrupt > 0 {
+		say(kindCorrupt, "%d complete request(s) with a body that was not the payload", op.corrupt)
+	}
+	if op.refused > 0 {
+		say(kindRefused, "%d attempt(s) refused", op.refused)
+	}
+	if success && got.answerOp != "" && got.answerOp != op.id {
+		say(kindWrongAnswer, "the answer names %s", got.answerOp)
+	}
+
+	switch {
+	case success:
+		return "ok", vs
+	case already:
+		return "already", vs
+	case unknown:
+		return "unknown", vs
+	}
+	return "failed", vs
+}
+
+// describe: the operation, the faults its attempts met and what the server
+// did with each, what the caller got, how many times it was processed.
+// Called with op.mu held.
+func (op *opRecord) describe() string {
+	var attempts []string
+	for _, at := range op.arrivals {
+		attempts = append(attempts, at.fault.String()+"→"+at.result)
+	}
+	return fmt.Sprintf("%s attempts [%s] caller got %s; processed %d", op.id, strings.Join(attempts, ", "), op.got, op.processed)
+}
+
+func (op *opRecord) keys() string {
+	var keys []string
+	for _, at := range op.arrivals {
+		if !slices.Contains(keys, at.key) {
+			keys = append(keys, fmt.Sprintf("%q", at.key))
+		}
+	}
+	return strings.Join(keys, " ")
+}
+
+func (r result) String() string {
+	switch {
+	case !r.returned:
+		return "nothing (the call did not return)"
+	case r.err != nil:
+		msg := r.err.Error()
+		if len(msg) > 240 {
+			msg = msg[:240] + "…"
+		}
+		return fmt.Sprintf("error %q (ErrOutcomeUnknown: %v, key %q)", msg, errors.Is(r.err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(r.err))
+	}
+	return fmt.Sprintf("HTTP %d", r.status)
+}
+
+func perOp(n, ops int) float64 {
+	if ops == 0 {
+		return 0
+	}
+	return float64(n) / float64(ops)
+}
+
+// report prints the cell's summary line and fails the cell with its first
+// violations.
+func (tl *tally) report(t *testing.T) {
+	t.Helper()
+	others := 0
+	for k, n := range tl.count {
+		if k != kindTwice && k != kindLost {
+			others += n
+		}
+	}
+	line := fmt.Sprintf("matrix %s: ops=%d processed_twice=%d lost=%d unknown=%d failed=%d attempts_per_op=%.2f ok=%d already_processed=%d other_violations=%d",
+		tl.cell, tl.ops, tl.count[kindTwice], tl.count[kindLost], tl.unknown, tl.failed, perOp(tl.attempts, tl.ops), tl.ok, tl.already, others)
+	fmt.Println(line)
+	t.Log(line)
+	t.Logf("faults met: %v", tl.faults)
+	if len(tl.count) == 0 {
+		return
+	}
+	var b strings.Builder
+	for _, k := range allKinds {
+		if n := tl.count[k]; n > 0 {
+			fmt.Fprintf(&b, "\n  %d × %s", n, k)
+		}
+	}
+	b.WriteString("\n  first ones:")
+	for _, v := range tl.first {
+		fmt.Fprintf(&b, "\n  [%s] %s", v.kind, v.text)
+	}
+	t.Errorf("%s: violations:%s", tl.cell, b.String())
+}
