@@ -48,10 +48,14 @@
 // which pass through as responses. CheckResponse turns any non-2xx response
 // into an *APIError for callers who prefer errors.
 //
-// For the default Idempotency-Key header, the answers follow the IETF
-// Idempotency-Key draft: a bare 409 that answers a retry after an attempt of
-// unknown outcome means the original is still in progress and is waited out;
-// a 422 to a retry is ErrKeyReused.
+// A status is read as the idempotency protocol's own only when that reading
+// is certain: Chift's error_code says so. Under the default Idempotency-Key
+// header a bare 409 that answers a retry after an attempt of unknown outcome
+// may be the IETF draft's "still in progress" or the server's stored answer
+// to the lost attempt (servers replay stored answers, errors included), and
+// nothing on the wire tells which: it is retried with the same key while
+// retries remain and then returned as the response. A 422 is always the
+// server's answer.
 //
 // # Bodies
 //

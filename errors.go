@@ -26,10 +26,6 @@ var (
 	// an Idempotency-Key server) after the retries were spent.
 	ErrRequestInProcess = errors.New("saferetry: request still in process")
 
-	// ErrKeyReused: an Idempotency-Key server answered a retry with 422, which
-	// the IETF draft uses for "this key was used with another payload".
-	ErrKeyReused = errors.New("saferetry: idempotency key reused with another payload")
-
 	// ErrDuplicateClientTransferID: zerohash refused a transfer because its
 	// client_transfer_id is not unique.
 	ErrDuplicateClientTransferID = errors.New("saferetry: client_transfer_id is not unique")
@@ -326,7 +322,7 @@ func asciiLower(b []byte) []byte {
 // attempts were made and whether any of them may have reached the server.
 type RequestError struct {
 	Method    string
-	URL       string // without user info
+	URL       string // without user info, query values REDACTED
 	Key       string // the idempotency key the request carried, if any
 	Attempts  int
 	MaybeSent bool // true if an attempt may have reached the server

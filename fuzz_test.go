@@ -185,7 +185,6 @@ func fzCheckAPIError(t *testing.T, e *APIError, status int, body []byte) {
 		{ErrRequestAlreadyProcessed, alreadyProcessed},
 		{ErrRequestInProcess, inProcess},
 		{ErrDuplicateClientTransferID, duplicate},
-		{ErrKeyReused, false},
 		{ErrOutcomeUnknown, false},
 		{ErrInvalidKey, false},
 		{ErrTransactionNotFound, false},

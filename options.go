@@ -56,7 +56,7 @@ type config struct {
 	stampAll        bool
 	stampMethods    map[string]bool
 	keyDeduplicates bool // the server dedups on the key: a keyed request is idempotent
-	draftConflicts  bool // bare 409 / 422 follow the IETF Idempotency-Key draft
+	draftConflicts  bool // a bare 409 after an unknown outcome may be the IETF draft's "in progress": waited out
 	keyMustBeUUID   bool
 	rateLimitFirst  bool // a 429 means the request was not processed
 	maxRetries      int

@@ -25,7 +25,7 @@ var ErrAttemptTimeout = errors.New("saferetry: attempt timed out")
 // the log.
 type Attempt struct {
 	Method     string
-	URL        string // without user info
+	URL        string // without user info, query values REDACTED
 	Key        string // the idempotency key, "" if the request carries none
 	Number     int    // 1 for the first attempt
 	StatusCode int    // 0 when the attempt ended without a response
@@ -254,7 +254,7 @@ func (c *call) requestError(err error) error {
 	}
 	return &RequestError{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key,
-		Attempts: c.attempt, MaybeSent: c.maybeSent, BudgetExhausted: c.budgetOut, Err: err,
+		Attempts: c.attempt, MaybeSent: c.maybeSent, BudgetExhausted: c.budgetOut, Err: redactError(err),
 	}
 }
 
@@ -305,12 +305,6 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 		return c.reauthenticate(), nil
 	case http.StatusConflict:
 		return c.classifyConflict(resp, uncertainBefore || c.last.replayed)
-	case http.StatusUnprocessableEntity:
-		if c.t.cfg.draftConflicts && c.key != "" && (c.attempt > 1 || c.last.replayed) {
-			apiErr := c.apiError(resp)
-			apiErr.kind = ErrKeyReused
-			return false, apiErr
-		}
 	case http.StatusRequestTimeout, http.StatusBadGateway, http.StatusGatewayTimeout,
 		http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		return c.mayResend(), nil
@@ -360,9 +354,20 @@ func (c *call) reauthenticate() bool {
 	return true
 }
 
-// classifyConflict maps a 409 on error_code, never on the status alone:
-// Chift also answers 409 for business conflicts.
-func (c *call) classifyConflict(resp *http.Response, uncertainBefore bool) (bool, error) {
+// classifyConflict reads a 409 as the idempotency protocol's own only when
+// that reading is certain, which takes Chift's error_code: Chift also
+// answers 409 for business conflicts, and a server that stores answers
+// replays a business 409 to every retry of the request that earned it.
+//
+// A bare 409 under the default header, answering a retry after an attempt
+// of unknown outcome, is either the draft's "the original is still in
+// progress" (express-idempotency sends exactly that: a bare 409 with no
+// marker) or the stored answer of the lost attempt; nothing on the wire
+// tells them apart (draft-ietf-httpapi-idempotency-key-header defines no
+// marker). So it is retried with the same key while retries remain, which
+// is harmless either way, and if it persists it is returned as the response:
+// the server's answer, never ErrRequestInProcess.
+func (c *call) classifyConflict(resp *http.Response, uncertain bool) (bool, error) {
 	if c.key == "" {
 		return false, nil
 	}
@@ -372,14 +377,18 @@ func (c *call) classifyConflict(resp *http.Response, uncertainBefore bool) (bool
 	case errors.Is(apiErr, ErrRequestAlreadyProcessed):
 		return false, apiErr
 	case errors.Is(apiErr, ErrRequestInProcess):
-	case c.t.cfg.draftConflicts && apiErr.Code == "" && uncertainBefore:
-		// IETF draft: the original attempt is still being processed.
-		apiErr.kind = ErrRequestInProcess
-	default:
-		return false, nil
+		c.pending = apiErr
+		return c.mayResend(), nil
+	case c.t.cfg.draftConflicts && apiErr.Code == "" && uncertain && !replayed(resp):
+		return c.mayResend(), nil
 	}
-	c.pending = apiErr
-	return c.mayResend(), nil
+	return false, nil
+}
+
+// replayed: the server marks the answer as a stored one (Stripe's
+// Idempotent-Replayed: true), so it is certainly not "in progress".
+func replayed(resp *http.Response) bool {
+	return strings.EqualFold(resp.Header.Get("Idempotent-Replayed"), "true")
 }
 
 // apiError decodes an error response without consuming its body, so the
@@ -432,7 +441,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	}
 	a := Attempt{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
-		Err: err, Sent: resp != nil || !c.unsent(), Replayed: c.last.replayed, Retry: retry,
+		Err: redactError(err), Sent: resp != nil || !c.unsent(), Replayed: c.last.replayed, Retry: retry,
 		BudgetExhausted: c.budgetOut,
 	}
 	if resp != nil {

@@ -89,10 +89,11 @@ func wrap(c *http.Client, cfg config) (*http.Client, *Transport, error) {
 // RoundTrip carries one logical request through as many attempts as the
 // retry policy allows. It never modifies req and closes req.Body exactly
 // once. Besides a response it returns an error for a 409
-// REQUEST_ALREADY_PROCESSED, a REQUEST_IN_PROCESS that outlived the retries
-// and a 422 key reuse: those answers are the idempotency protocol talking to
-// the transport about its own retries.
+// REQUEST_ALREADY_PROCESSED and a REQUEST_IN_PROCESS that outlived the
+// retries (Chift's error_code): those answers are the idempotency protocol
+// talking to the transport about its own retries.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	//lint:ignore SA1019 read, never set: it is how http.Client's Timeout shows
 	if req.Cancel != nil {
 		// What http.Client sets when its Timeout runs over a transport it
 		// does not know; its timer would then replace our typed errors.
