@@ -90,8 +90,9 @@ type fakeAPI struct {
 }
 
 type storedAnswer struct {
-	op     string
-	answer answer
+	op      string
+	answer  answer
+	pending bool // processed, its answer not yet out: the key is "in process"
 }
 
 func newFakeAPI(c cell, creds credentials, seed uint64, ops int) *fakeAPI {
@@ -170,8 +171,10 @@ func (a *fakeAPI) serve(op *opRecord, at *arrival, method, uri string, h http.He
 }
 
 // process applies the operation once per key where the preset's server
-// deduplicates, and on every arrival where it does not.
+// deduplicates, and on every arrival where it does not. A slow answer
+// keeps its key "in process" until settle.
 func (a *fakeAPI) process(op *opRecord, at *arrival) answer {
+	slow := op.faultOf(at) == slowAnswer
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.auth.deduplicates() {
@@ -184,28 +187,55 @@ func (a *fakeAPI) process(op *opRecord, at *arrival) answer {
 	ans := jsonAnswer(http.StatusCreated, map[string]any{"op": op.id, "id": fmt.Sprintf("ent-%d", a.entity)})
 	op.note(at, "processed", func() { op.processed++ })
 	if a.auth.deduplicates() {
-		a.stored[at.key] = storedAnswer{op: op.id, answer: ans}
+		a.stored[at.key] = storedAnswer{op: op.id, answer: ans, pending: slow}
 	}
 	return ans
 }
 
-// replay is the deduplicating server's answer to a key it has processed:
-// Chift's 409 REQUEST_ALREADY_PROCESSED, or the IETF draft's stored answer
-// (422 when the key came with another payload).
+// settle ends the "in process" state of a slow answer's key, once the
+// answer went out or could not.
+func (a *fakeAPI) settle(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s, ok := a.stored[key]; ok {
+		s.pending = false
+		a.stored[key] = s
+	}
+}
+
+// replay is the deduplicating server's answer to a key it knows: Chift's
+// 409 REQUEST_IN_PROCESS or REQUEST_ALREADY_PROCESSED; the IETF draft's
+// 409 while in process, then the stored answer (422 when the key came with
+// another payload).
 func (a *fakeAPI) replay(prev storedAnswer, op, key string) answer {
-	if a.auth == chiftToken {
+	switch {
+	case a.auth == chiftToken && prev.pending:
+		return jsonAnswer(http.StatusConflict, map[string]any{
+			"status": "error", "message": "Request is in processing",
+			"detail":     fmt.Sprintf("Request with same client request id %s is currently processed", key),
+			"error_code": "REQUEST_IN_PROCESS",
+		})
+	case a.auth == chiftToken:
 		return jsonAnswer(http.StatusConflict, map[string]any{
 			"status": "error", "message": fmt.Sprintf("Request already processed: %d", prev.answer.status),
 			"detail":     fmt.Sprintf("Request with same client request id %s was already successfully processed", key),
 			"error_code": "REQUEST_ALREADY_PROCESSED",
 		})
-	}
-	if prev.op != op {
-		return jsonAnswer(http.StatusUnprocessableEntity, map[string]any{"title": "Idempotency-Key is already used"})
+	case prev.op != op:
+		return problem(http.StatusUnprocessableEntity, "Idempotency-Key is already used")
+	case prev.pending:
+		return problem(http.StatusConflict, "A request is outstanding for this Idempotency-Key")
 	}
 	ans := prev.answer
 	ans.header = ans.header.Clone()
 	ans.header.Set("Idempotent-Replayed", "true")
+	return ans
+}
+
+// problem is an RFC 7807 answer, as the IETF draft's examples give them.
+func problem(status int, title string) answer {
+	ans := jsonAnswer(status, map[string]any{"type": "about:blank", "title": title, "status": status})
+	ans.header.Set("Content-Type", "application/problem+json")
 	return ans
 }
 

@@ -263,6 +263,7 @@ func (c *h2Conn) end(st *h2Stream) {
 		go func() {
 			defer c.srv.wg.Done()
 			c.api.hold(c.done, st.reset)
+			defer c.api.settle(st.at.key)
 			select {
 			case <-st.reset:
 			default:

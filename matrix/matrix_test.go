@@ -208,7 +208,7 @@ func newRequest(ctx context.Context, kind bodyKind, url string, op *opRecord) *h
 	}
 	if kind == withGetBody {
 		req.Body = op.newBody()
-		req.GetBody = func() (io.ReadCloser, error) { return op.newBody(), nil }
+		req.GetBody = func() (io.ReadCloser, error) { return op.rewoundBody(), nil }
 		req.ContentLength = int64(len(op.payload))
 	}
 	if kind != noBody {
@@ -241,12 +241,15 @@ func waitBodiesClosed(ops []*opRecord, limit time.Duration) {
 func reportTotals(t *testing.T, tallies []*tally) {
 	var all tally
 	all.count = map[string]int{}
-	cellsByKind := map[string]int{}
+	cellsByKind, faults := map[string]int{}, map[string]int{}
 	failing := 0
 	for _, tl := range tallies {
+		for f, n := range tl.faults {
+			faults[f] += n
+		}
 		all.ops += tl.ops
 		all.ok += tl.ok
-		all.already += tl.already
+		all.typed += tl.typed
 		all.unknown += tl.unknown
 		all.failed += tl.failed
 		all.attempts += tl.attempts
@@ -262,6 +265,9 @@ func reportTotals(t *testing.T, tallies []*tally) {
 		len(tallies), failing, all.ops, all.count[kindTwice], all.count[kindLost], all.unknown, all.failed, perOp(all.attempts, all.ops))
 	fmt.Println(line)
 	t.Log(line)
+	met := fmt.Sprintf("matrix total: attempts by fault: %v", faults)
+	fmt.Println(met)
+	t.Log(met)
 	for _, k := range allKinds {
 		if n := all.count[k]; n > 0 {
 			msg := fmt.Sprintf("matrix total: %s: %d operation(s) in %d cell(s)", k, n, cellsByKind[k])

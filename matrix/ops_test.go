@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"math/rand/v2"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -73,11 +75,36 @@ func (op *opRecord) newBody() *countingBody {
 	return b
 }
 
+// rewoundBody is what GetBody hands out; it remembers who asked for it,
+// for the message if it is never closed.
+func (op *opRecord) rewoundBody() *countingBody {
+	b := op.newBody()
+	b.fromGetBody, b.obtainedBy = true, caller()
+	return b
+}
+
+// caller names the first function outside this package up the stack.
+func caller() string {
+	pcs := make([]uintptr, 16)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)])
+	for {
+		f, more := frames.Next()
+		if !strings.Contains(f.Function, "saferetry-go/matrix.") {
+			return f.Function
+		}
+		if !more {
+			return "?"
+		}
+	}
+}
+
 // countingBody is a request body that counts its Closes. Its type is its
 // own, so http.NewRequest cannot recognise it and set GetBody.
 type countingBody struct {
-	r      io.Reader
-	closes atomic.Int32
+	r           io.Reader
+	closes      atomic.Int32
+	fromGetBody bool
+	obtainedBy  string // the function that called GetBody
 }
 
 func (b *countingBody) Read(p []byte) (int, error) { return b.r.Read(p) }

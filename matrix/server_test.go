@@ -124,6 +124,7 @@ func (h h1Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case slowAnswer:
 		h.api.hold(r.Context().Done(), nil)
+		defer h.api.settle(at.key)
 	}
 	writeAnswer(w, ans)
 }

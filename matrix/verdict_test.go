@@ -19,6 +19,7 @@ const (
 	kindWrongKey    = "KeyFromError is not the key the server saw"
 	kindKeyChanged  = "key changed between attempts"
 	kindBodyClose   = "request body not closed exactly once"
+	kindRewoundLeak = "a body GetBody handed out was never closed"
 	kindCorrupt     = "a complete request arrived with the wrong body"
 	kindRefused     = "the server refused the credentials"
 	kindWrongAnswer = "a 2xx answer names another operation"
@@ -27,20 +28,22 @@ const (
 )
 
 var allKinds = []string{kindTwice, kindLost, kindUntyped, kindWrongKey, kindKeyChanged, kindBodyClose,
-	kindCorrupt, kindRefused, kindWrongAnswer, kindHung, kindStray}
+	kindRewoundLeak, kindCorrupt, kindRefused, kindWrongAnswer, kindHung, kindStray}
 
 const shownViolations = 5
 
 type violation struct{ kind, text string }
 
-// tally is one cell's outcome.
+// tally is one cell's outcome. Every operation ends ok (2xx), typed
+// (ErrRequestAlreadyProcessed or ErrRequestInProcess: the request exists),
+// unknown (ErrOutcomeUnknown) or failed (any other error or status).
 type tally struct {
-	cell                              cell
-	ops, ok, already, unknown, failed int
-	attempts                          int // attempts the server saw, token requests aside
-	count                             map[string]int
-	first                             []violation
-	faults                            map[string]int
+	cell                            cell
+	ops, ok, typed, unknown, failed int
+	attempts                        int // attempts the server saw, token requests aside
+	count                           map[string]int
+	first                           []violation
+	faults                          map[string]int
 }
 
 func judge(c cell, api *fakeAPI, ops []*opRecord, stuck bool) *tally {
@@ -51,8 +54,8 @@ func judge(c cell, api *fakeAPI, ops []*opRecord, stuck bool) *tally {
 		switch outcome {
 		case "ok":
 			tl.ok++
-		case "already":
-			tl.already++
+		case "typed":
+			tl.typed++
 		case "unknown":
 			tl.unknown++
 		default:
@@ -90,7 +93,8 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 	got := op.got
 	success := got.returned && got.err == nil && got.status/100 == 2
 	unknown := errors.Is(got.err, saferetry.ErrOutcomeUnknown)
-	already := errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed)
+	// A typed answer that the request exists: processed, or in process.
+	typed := errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed) || errors.Is(got.err, saferetry.ErrRequestInProcess)
 	serverKey, maySent := "", op.processed > 0
 	for _, at := range op.arrivals {
 		if serverKey == "" {
@@ -112,9 +116,11 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 	case !got.returned:
 	case success && op.processed == 0:
 		say(kindLost, "the caller was told %d, the payload was never processed", got.status)
-	case op.processed == 1 && !success && !unknown && !already:
-		say(kindLost, "processed, the caller was told it failed")
-	case got.err != nil && maySent && !unknown && !already:
+	case op.processed == 1 && got.err == nil && !success:
+		say(kindLost, "processed, the caller was handed an HTTP %d response (no error) as the outcome", got.status)
+	case op.processed == 1 && !success && !unknown && !typed:
+		say(kindLost, "processed, the caller got an error that neither says the outcome is unknown nor that it was processed")
+	case got.err != nil && maySent && !unknown && !typed:
 		say(kindUntyped, "an attempt reached the server and left the outcome open")
 	}
 	if got.err != nil && maySent {
@@ -129,8 +135,13 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 		}
 	}
 	for i, b := range op.bodies {
-		if n := b.closes.Load(); n != 1 {
-			say(kindBodyClose, "body %d of %d closed %d times", i+1, len(op.bodies), n)
+		switch n := b.closes.Load(); {
+		case n == 0 && b.fromGetBody:
+			say(kindRewoundLeak, "body %d of %d, from GetBody called by %s, never closed", i+1, len(op.bodies), b.obtainedBy)
+		case n != 1 && b.fromGetBody:
+			say(kindBodyClose, "body %d of %d, from GetBody called by %s, closed %d times", i+1, len(op.bodies), b.obtainedBy, n)
+		case n != 1:
+			say(kindBodyClose, "the request's own body closed %d times", n)
 		}
 	}
 	if op.corrupt > 0 {
@@ -146,8 +157,8 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 	switch {
 	case success:
 		return "ok", vs
-	case already:
-		return "already", vs
+	case typed:
+		return "typed", vs
 	case unknown:
 		return "unknown", vs
 	}
@@ -206,8 +217,8 @@ func (tl *tally) report(t *testing.T) {
 			others += n
 		}
 	}
-	line := fmt.Sprintf("matrix %s: ops=%d processed_twice=%d lost=%d unknown=%d failed=%d attempts_per_op=%.2f ok=%d already_processed=%d other_violations=%d",
-		tl.cell, tl.ops, tl.count[kindTwice], tl.count[kindLost], tl.unknown, tl.failed, perOp(tl.attempts, tl.ops), tl.ok, tl.already, others)
+	line := fmt.Sprintf("matrix %s: ops=%d processed_twice=%d lost=%d unknown=%d failed=%d attempts_per_op=%.2f ok=%d typed=%d other_violations=%d",
+		tl.cell, tl.ops, tl.count[kindTwice], tl.count[kindLost], tl.unknown, tl.failed, perOp(tl.attempts, tl.ops), tl.ok, tl.typed, others)
 	fmt.Println(line)
 	t.Log(line)
 	t.Logf("faults met: %v", tl.faults)
