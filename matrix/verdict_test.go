@@ -3,6 +3,7 @@ package matrix
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -93,8 +94,11 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 	got := op.got
 	success := got.returned && got.err == nil && got.status/100 == 2
 	unknown := errors.Is(got.err, saferetry.ErrOutcomeUnknown)
-	// A typed answer that the request exists: processed, or in process.
-	typed := errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed) || errors.Is(got.err, saferetry.ErrRequestInProcess)
+	// The caller holds the server's word that the request exists (processed,
+	// or in process): a typed error, or the 409 only the deduplicating
+	// servers send, for a key they know, handed back as the response.
+	typed := errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed) || errors.Is(got.err, saferetry.ErrRequestInProcess) ||
+		(got.returned && got.err == nil && got.status == http.StatusConflict)
 	serverKey, maySent := "", op.processed > 0
 	for _, at := range op.arrivals {
 		if serverKey == "" {
@@ -116,7 +120,7 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 	case !got.returned:
 	case success && op.processed == 0:
 		say(kindLost, "the caller was told %d, the payload was never processed", got.status)
-	case op.processed == 1 && got.err == nil && !success:
+	case op.processed == 1 && got.err == nil && !success && !typed:
 		say(kindLost, "processed, the caller was handed an HTTP %d response (no error) as the outcome", got.status)
 	case op.processed == 1 && !success && !unknown && !typed:
 		say(kindLost, "processed, the caller got an error that neither says the outcome is unknown nor that it was processed")
