@@ -95,8 +95,8 @@ func allCells() []cell {
 // slow answer is five times the bound so that it always passes it.
 const (
 	boundTimeout = 400 * time.Millisecond
-	slowHold     = 2 * time.Second // released at once when the cell ends
-	watchdog     = 60 * time.Second
+	slowHold     = 2 * time.Second  // released at once when the cell ends
+	watchdog     = 60 * time.Second // with no call returning in a cell: it is stuck
 )
 
 // Body sizes: the streamed bodies sit on either side of the buffer limit.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -127,13 +128,14 @@ func (a *fakeAPI) opList() []*opRecord {
 	return ops
 }
 
-// runOps calls every operation on workersPerCell goroutines. Past the
-// watchdog it closes the server's connections to free the callers, and it
-// gives up on calls that still do not return; it reports whether it had
-// to.
+// runOps calls every operation on workersPerCell goroutines. When no call
+// has returned for a whole watchdog period it closes the server's
+// connections to free the callers, and gives up on calls that still do not
+// return; it reports whether it had to.
 func runOps(ops []*opRecord, client *http.Client, c cell, srv *server, api *fakeAPI) (stuck bool) {
 	work := make(chan *opRecord)
 	finished := make(chan struct{})
+	var returned atomic.Int64
 	var wg sync.WaitGroup
 	for range workersPerCell {
 		wg.Add(1)
@@ -141,6 +143,7 @@ func runOps(ops []*opRecord, client *http.Client, c cell, srv *server, api *fake
 			defer wg.Done()
 			for op := range work {
 				call(client, c, srv.url, op)
+				returned.Add(1)
 			}
 		}()
 	}
@@ -152,18 +155,24 @@ func runOps(ops []*opRecord, client *http.Client, c cell, srv *server, api *fake
 		wg.Wait()
 		close(finished)
 	}()
-	select {
-	case <-finished:
-		return false
-	case <-time.After(watchdog):
+	for seen := int64(-1); ; {
+		select {
+		case <-finished:
+			return false
+		case <-time.After(watchdog):
+		}
+		if n := returned.Load(); n != seen {
+			seen = n
+			continue
+		}
+		api.releaseHeld()
+		srv.abort()
+		select {
+		case <-finished:
+		case <-time.After(10 * time.Second):
+		}
+		return true
 	}
-	api.releaseHeld()
-	srv.abort()
-	select {
-	case <-finished:
-	case <-time.After(10 * time.Second):
-	}
-	return true
 }
 
 // call runs one logical operation the way a service would and records

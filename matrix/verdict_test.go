@@ -50,7 +50,7 @@ type tally struct {
 func judge(c cell, api *fakeAPI, ops []*opRecord, stuck bool) *tally {
 	tl := &tally{cell: c, count: map[string]int{}, faults: map[string]int{}}
 	for _, op := range ops {
-		outcome, vs := op.judge(stuck)
+		outcome, vs := op.judge()
 		tl.ops++
 		switch outcome {
 		case "ok":
@@ -72,6 +72,9 @@ func judge(c cell, api *fakeAPI, ops []*opRecord, stuck bool) *tally {
 			tl.add(v)
 		}
 	}
+	if stuck {
+		tl.add(violation{kindHung, fmt.Sprintf("no call returned for %v: the server's connections were closed to free the callers", watchdog)})
+	}
 	api.mu.Lock()
 	for _, s := range api.strays {
 		tl.add(violation{kindStray, s})
@@ -88,7 +91,7 @@ func (tl *tally) add(v violation) {
 }
 
 // judge checks one operation against the server's record of it.
-func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
+func (op *opRecord) judge() (outcome string, vs []violation) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	got := op.got
@@ -111,7 +114,7 @@ func (op *opRecord) judge(stuck bool) (outcome string, vs []violation) {
 	}
 
 	if !got.returned {
-		say(kindHung, "no answer %v after the watchdog (stuck=%v)", watchdog, stuck)
+		say(kindHung, "still running when no call of the cell had returned for %v (and 10 s after the server closed its connections)", watchdog)
 	}
 	if op.processed > 1 {
 		say(kindTwice, "processed %d times", op.processed)
