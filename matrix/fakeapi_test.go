@@ -80,6 +80,8 @@ type fakeAPI struct {
 	release chan struct{} // closed when the cell ends: slow answers go out at once
 	once    sync.Once
 
+	opList []*opRecord // in the order the workers take them
+
 	mu      sync.Mutex
 	ops     map[string]*opRecord
 	stored  map[string]storedAnswer // by key, where the preset deduplicates
@@ -104,7 +106,9 @@ func newFakeAPI(c cell, creds credentials, seed uint64, ops int) *fakeAPI {
 		id := fmt.Sprintf("op-%04d", i)
 		h := fnv.New64a()
 		fmt.Fprintf(h, "%s/%s", c, id)
-		a.ops[id] = &opRecord{id: id, payload: payload(id, c.body), rng: rand.New(rand.NewPCG(seed, h.Sum64()))}
+		op := &opRecord{id: id, payload: payload(id, c.body), rng: rand.New(rand.NewPCG(seed, h.Sum64()))}
+		a.ops[id] = op
+		a.opList = append(a.opList, op)
 	}
 	return a
 }

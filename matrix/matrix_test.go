@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -99,9 +98,12 @@ func runCell(t *testing.T, c cell, s settings) *tally {
 	client, err := c.client(srv, creds)
 	if err != nil {
 		srv.close()
-		t.Fatalf("%s: %v", c, err)
+		tl := &tally{cell: c, count: map[string]int{}}
+		tl.add(violation{kindConfig, err.Error()})
+		tl.report(t)
+		return tl
 	}
-	ops := api.opList()
+	ops := api.opList
 	stuck := runOps(ops, client, c, srv, api)
 	api.releaseHeld()
 	srv.transport.CloseIdleConnections()
@@ -112,20 +114,6 @@ func runCell(t *testing.T, c cell, s settings) *tally {
 	tl := judge(c, api, ops, stuck)
 	tl.report(t)
 	return tl
-}
-
-func (a *fakeAPI) opList() []*opRecord {
-	ops := make([]*opRecord, 0, len(a.ops))
-	for _, op := range a.ops {
-		ops = append(ops, op)
-	}
-	slices.SortFunc(ops, func(x, y *opRecord) int {
-		if x.id < y.id {
-			return -1
-		}
-		return 1
-	})
-	return ops
 }
 
 // runOps calls every operation on workersPerCell goroutines. When no call

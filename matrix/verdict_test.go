@@ -26,10 +26,11 @@ const (
 	kindWrongAnswer = "a 2xx answer names another operation"
 	kindHung        = "call did not return"
 	kindStray       = "stray request"
+	kindConfig      = "saferetry refused the cell's configuration"
 )
 
 var allKinds = []string{kindTwice, kindLost, kindUntyped, kindWrongKey, kindKeyChanged, kindBodyClose,
-	kindRewoundLeak, kindCorrupt, kindRefused, kindWrongAnswer, kindHung, kindStray}
+	kindRewoundLeak, kindCorrupt, kindRefused, kindWrongAnswer, kindHung, kindStray, kindConfig}
 
 const shownViolations = 5
 
@@ -94,82 +95,127 @@ func (tl *tally) add(v violation) {
 func (op *opRecord) judge() (outcome string, vs []violation) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
-	got := op.got
-	success := got.returned && got.err == nil && got.status/100 == 2
-	unknown := errors.Is(got.err, saferetry.ErrOutcomeUnknown)
-	// The caller holds the server's word that the request exists (processed,
-	// or in process): a typed error, or the 409 only the deduplicating
-	// servers send, for a key they know, handed back as the response.
-	typed := errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed) || errors.Is(got.err, saferetry.ErrRequestInProcess) ||
-		(got.returned && got.err == nil && got.status == http.StatusConflict)
-	serverKey, maySent := "", op.processed > 0
-	for _, at := range op.arrivals {
-		if serverKey == "" {
-			serverKey = at.key
-		}
-		maySent = maySent || !at.fault.spec().definite
-	}
-	say := func(kind, format string, args ...any) {
-		vs = append(vs, violation{kind, op.describe() + ": " + fmt.Sprintf(format, args...)})
-	}
+	j := newJudgement(op)
+	j.checkOutcome()
+	j.checkKey()
+	j.checkBodies()
+	j.checkServerSide()
+	return j.outcome(), j.vs
+}
 
-	if !got.returned {
-		say(kindHung, "still running when no call of the cell had returned for %v (and 10 s after the server closed its connections)", watchdog)
+// judgement is one operation's facts, read under its lock, and the
+// violations found in them.
+type judgement struct {
+	op                      *opRecord
+	got                     result
+	success, unknown, typed bool
+	maySent                 bool   // processed, or an attempt met a fault that left the client unsure
+	serverKey               string // the key of the first attempt the server saw
+	vs                      []violation
+}
+
+func newJudgement(op *opRecord) *judgement {
+	got := op.got
+	j := &judgement{
+		op: op, got: got,
+		success: got.returned && got.err == nil && got.status/100 == 2,
+		unknown: errors.Is(got.err, saferetry.ErrOutcomeUnknown),
+		// The caller holds the server's word that the request exists
+		// (processed, or in process): a typed error, or the 409 only the
+		// deduplicating servers send, for a key they know, handed back as
+		// the response.
+		typed: errors.Is(got.err, saferetry.ErrRequestAlreadyProcessed) || errors.Is(got.err, saferetry.ErrRequestInProcess) ||
+			(got.returned && got.err == nil && got.status == http.StatusConflict),
+		maySent: op.processed > 0,
 	}
-	if op.processed > 1 {
-		say(kindTwice, "processed %d times", op.processed)
+	for _, at := range op.arrivals {
+		if j.serverKey == "" {
+			j.serverKey = at.key
+		}
+		j.maySent = j.maySent || !at.fault.spec().definite
+	}
+	return j
+}
+
+func (j *judgement) say(kind, format string, args ...any) {
+	j.vs = append(j.vs, violation{kind, j.op.describe() + ": " + fmt.Sprintf(format, args...)})
+}
+
+// checkOutcome: never twice; a success processed once; a processed
+// operation not reported as failed; an error after a possible send that
+// says the outcome is unknown.
+func (j *judgement) checkOutcome() {
+	processed, got := j.op.processed, j.got
+	if processed > 1 {
+		j.say(kindTwice, "processed %d times", processed)
 	}
 	switch {
 	case !got.returned:
-	case success && op.processed == 0:
-		say(kindLost, "the caller was told %d, the payload was never processed", got.status)
-	case op.processed == 1 && got.err == nil && !success && !typed:
-		say(kindLost, "processed, the caller was handed an HTTP %d response (no error) as the outcome", got.status)
-	case op.processed == 1 && !success && !unknown && !typed:
-		say(kindLost, "processed, the caller got an error that neither says the outcome is unknown nor that it was processed")
-	case got.err != nil && maySent && !unknown && !typed:
-		say(kindUntyped, "an attempt reached the server and left the outcome open")
+		j.say(kindHung, "still running when no call of the cell had returned for %v (and 10 s after the server closed its connections)", watchdog)
+	case j.success && processed == 0:
+		j.say(kindLost, "the caller was told %d, the payload was never processed", got.status)
+	case j.success && got.answerOp != "" && got.answerOp != j.op.id:
+		j.say(kindWrongAnswer, "the answer names %s", got.answerOp)
+	case j.success || j.typed || j.unknown:
+	case processed == 1 && got.err == nil:
+		j.say(kindLost, "processed, the caller was handed an HTTP %d response (no error) as the outcome", got.status)
+	case processed == 1:
+		j.say(kindLost, "processed, the caller got an error that neither says the outcome is unknown nor that it was processed")
+	case got.err != nil && j.maySent:
+		j.say(kindUntyped, "an attempt reached the server and left the outcome open")
 	}
-	if got.err != nil && maySent {
-		if k := saferetry.KeyFromError(got.err); k != serverKey {
-			say(kindWrongKey, "KeyFromError=%q, the server saw %q", k, serverKey)
+}
+
+// checkKey: one key on every attempt, and the error carries it.
+func (j *judgement) checkKey() {
+	if j.got.err != nil && j.maySent {
+		if k := saferetry.KeyFromError(j.got.err); k != j.serverKey {
+			j.say(kindWrongKey, "KeyFromError=%q, the server saw %q", k, j.serverKey)
 		}
 	}
-	for _, at := range op.arrivals {
-		if at.key != serverKey || at.key == "" || strings.Contains(at.key, ",") {
-			say(kindKeyChanged, "keys seen: %s", op.keys())
-			break
+	for _, at := range j.op.arrivals {
+		if at.key != j.serverKey || at.key == "" || strings.Contains(at.key, ",") {
+			j.say(kindKeyChanged, "keys seen: %s", j.op.keys())
+			return
 		}
 	}
-	for i, b := range op.bodies {
+}
+
+// checkBodies: the request's body and every body GetBody handed out
+// closed exactly once.
+func (j *judgement) checkBodies() {
+	for i, b := range j.op.bodies {
 		switch n := b.closes.Load(); {
 		case n == 0 && b.fromGetBody:
-			say(kindRewoundLeak, "body %d of %d, from GetBody called by %s, never closed", i+1, len(op.bodies), b.obtainedBy)
+			j.say(kindRewoundLeak, "body %d of %d, from GetBody called by %s, never closed", i+1, len(j.op.bodies), b.obtainedBy)
 		case n != 1 && b.fromGetBody:
-			say(kindBodyClose, "body %d of %d, from GetBody called by %s, closed %d times", i+1, len(op.bodies), b.obtainedBy, n)
+			j.say(kindBodyClose, "body %d of %d, from GetBody called by %s, closed %d times", i+1, len(j.op.bodies), b.obtainedBy, n)
 		case n != 1:
-			say(kindBodyClose, "the request's own body closed %d times", n)
+			j.say(kindBodyClose, "the request's own body closed %d times", n)
 		}
 	}
-	if op.corrupt > 0 {
-		say(kindCorrupt, "%d complete request(s) with a body that was not the payload", op.corrupt)
-	}
-	if op.refused > 0 {
-		say(kindRefused, "%d attempt(s) refused", op.refused)
-	}
-	if success && got.answerOp != "" && got.answerOp != op.id {
-		say(kindWrongAnswer, "the answer names %s", got.answerOp)
-	}
+}
 
-	switch {
-	case success:
-		return "ok", vs
-	case typed:
-		return "typed", vs
-	case unknown:
-		return "unknown", vs
+// checkServerSide: what only the server could see went wrong.
+func (j *judgement) checkServerSide() {
+	if j.op.corrupt > 0 {
+		j.say(kindCorrupt, "%d complete request(s) with a body that was not the payload", j.op.corrupt)
 	}
-	return "failed", vs
+	if j.op.refused > 0 {
+		j.say(kindRefused, "%d attempt(s) refused", j.op.refused)
+	}
+}
+
+func (j *judgement) outcome() string {
+	switch {
+	case j.success:
+		return "ok"
+	case j.typed:
+		return "typed"
+	case j.unknown:
+		return "unknown"
+	}
+	return "failed"
 }
 
 // describe: the operation, the faults its attempts met and what the server
