@@ -250,6 +250,9 @@ func (r result) String() string {
 		}
 		return fmt.Sprintf("error %q (ErrOutcomeUnknown: %v, key %q)", msg, errors.Is(r.err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(r.err))
 	}
+	if r.readErr != nil {
+		return fmt.Sprintf("HTTP %d (reading the answer: %v)", r.status, r.readErr)
+	}
 	return fmt.Sprintf("HTTP %d", r.status)
 }
 
