@@ -24,8 +24,9 @@ const (
 type ChiftServer struct {
 	// URL is the base URL, such as http://127.0.0.1:PORT.
 	URL string
-	// SlowDelay is how long FaultSlowCommit holds a key in process.
-	// Set it before sending requests; the default is 300ms.
+	// SlowDelay is how long FaultSlowCommit holds a key in process, unless
+	// ReleaseSlowCommits ends the hold first. Set it before sending
+	// requests; the default is 300ms.
 	SlowDelay time.Duration
 	// RetryAfterSeconds is the Retry-After value FaultRateLimited sends.
 	// Set it before sending requests; the default is 1.

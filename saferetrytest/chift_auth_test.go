@@ -458,10 +458,10 @@ func TestTransactionNeedsClientRequestID(t *testing.T) {
 }
 
 // startSlowCommit posts k1 with a slow commit and waits until the server
-// holds it in process.
+// holds it in process, which it does until ReleaseSlowCommits.
 func startSlowCommit(t *testing.T, s *saferetrytest.ChiftServer, c *http.Client) <-chan outcome {
 	t.Helper()
-	s.SlowDelay = time.Second
+	s.SlowDelay = time.Hour
 	s.Script(saferetrytest.FaultSlowCommit)
 	first := make(chan outcome, 1)
 	go func() { first <- post(t, c, s.URL+invoicingPath, "k1", invoiceBody) }()
@@ -484,6 +484,7 @@ func TestTransactionInProcess(t *testing.T) {
 	if !strings.Contains(string(lookup(t, c, s, "k1").body), `"status_code":null`) {
 		t.Error("status_code is not null while in process")
 	}
+	s.ReleaseSlowCommits()
 	wantStatus(t, <-first, http.StatusOK)
 	wantTransaction(t, lookup(t, c, s, "k1"), 200, "inv_1")
 }
@@ -519,6 +520,7 @@ func TestLookupDelayShowsPastState(t *testing.T) {
 	wantBody(t, lookup(t, c, s, "k1"), http.StatusNotFound, notFoundJS)
 	clock.Advance(time.Minute)
 	wantTransaction(t, lookup(t, c, s, "k1"), 0, "")
+	s.ReleaseSlowCommits()
 	wantStatus(t, <-first, http.StatusOK) // processed at T+1m
 	wantTransaction(t, lookup(t, c, s, "k1"), 0, "")
 	clock.Advance(time.Minute)

@@ -116,7 +116,7 @@ func TestUnkeyedRequestsAlwaysProcess(t *testing.T) {
 
 func TestDuplicateDuringSlowCommitIsInProcess(t *testing.T) {
 	s := newServer(t, saferetrytest.FaultSlowCommit)
-	s.SlowDelay = time.Second
+	s.SlowDelay = time.Hour // until ReleaseSlowCommits
 	c := rawClient(t)
 	first := make(chan outcome, 1)
 	go func() { first <- post(t, c, s.URL+invoicingPath, "k1", invoiceBody) }()
@@ -133,9 +133,46 @@ func TestDuplicateDuringSlowCommitIsInProcess(t *testing.T) {
 	if string(dup.body) != want {
 		t.Errorf("duplicate body =\n%s\nwant\n%s", dup.body, want)
 	}
+	s.ReleaseSlowCommits()
 	wantStatus(t, <-first, http.StatusOK)
 	if s.Created() != 1 {
 		t.Errorf("Created() = %d, want 1", s.Created())
+	}
+}
+
+// TestReleaseSlowCommits: a release ends the holds under way, not one that
+// starts after it.
+func TestReleaseSlowCommits(t *testing.T) {
+	s := newServer(t, saferetrytest.FaultSlowCommit, saferetrytest.FaultSlowCommit)
+	s.SlowDelay = time.Hour
+	c := rawClient(t)
+	held := func(key string) <-chan outcome {
+		t.Helper()
+		out := make(chan outcome, 1)
+		go func() { out <- post(t, c, s.URL+invoicingPath, key, invoiceBody) }()
+		waitFor(t, key+"'s slow commit to start", func() bool {
+			reqs := s.Requests()
+			return len(reqs) > 0 && reqs[len(reqs)-1].Key == key && reqs[len(reqs)-1].Fault == saferetrytest.FaultSlowCommit
+		})
+		return out
+	}
+	first := held("k1")
+	s.ReleaseSlowCommits()
+	wantStatus(t, <-first, http.StatusOK)
+
+	second := held("k2")
+	select {
+	case o := <-second:
+		t.Fatalf("k2 answered %d: the earlier release ended a hold that began after it", o.status)
+	default:
+	}
+	if s.CreatedWithKey("k2") != 0 {
+		t.Fatal("k2 committed while held")
+	}
+	s.ReleaseSlowCommits()
+	wantStatus(t, <-second, http.StatusOK)
+	if s.Created() != 2 {
+		t.Errorf("Created() = %d, want 2", s.Created())
 	}
 }
 

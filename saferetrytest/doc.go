@@ -46,7 +46,9 @@
 //  4. Faults that strike before processing (drop-before, 500, 502, 503, 429)
 //     release the key, so a retry with it is processed as a first request.
 //  5. Processing creates the invoice (or refuses it) and records the key.
-//     FaultSlowCommit waits SlowDelay first, with the key in process.
+//     FaultSlowCommit waits SlowDelay first, with the key in process;
+//     ReleaseSlowCommits ends that wait at once, for tests that must choose
+//     the moment of the commit rather than race a timer.
 //  6. The response is sent, or damaged as drop-after and reset-mid-body say;
 //     the entity exists and the key is recorded either way.
 //

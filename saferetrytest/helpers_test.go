@@ -26,12 +26,13 @@ type outcome struct {
 }
 
 // rawClient never reuses a connection, so net/http has no reason to replay a
-// request and every fault reaches the test as the server made it.
+// request and every fault reaches the test as the server made it. Its
+// timeout only guards against a hang.
 func rawClient(t *testing.T) *http.Client {
 	t.Helper()
 	tr := &http.Transport{DisableKeepAlives: true}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	return &http.Client{Transport: tr, Timeout: hangGuard}
 }
 
 func send(t *testing.T, c *http.Client, method, url string, header http.Header, body string) outcome {
@@ -137,11 +138,15 @@ func checkProxyPage(title string) func(*testing.T, outcome) {
 	}
 }
 
-// waitFor polls because the behaviour under test is about time, such as the
-// window in which a slow commit holds its key.
+// hangGuard bounds waits that end at once unless something is broken; it
+// is long, so that a loaded machine does not fail them.
+const hangGuard = 30 * time.Second
+
+// waitFor polls for a state the server reaches on another goroutine, such
+// as a slow commit holding its key.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(hangGuard)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -151,14 +156,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // wantReturns fails the test when f, named what, has not returned within
-// 5 seconds.
+// hangGuard.
 func wantReturns(t *testing.T, what string, f func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { f(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(hangGuard):
 		t.Fatal(what + " hangs")
 	}
 }

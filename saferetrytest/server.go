@@ -24,7 +24,8 @@ type fakeServer struct {
 	closeOnce sync.Once
 
 	mu           sync.Mutex
-	script       []Fault // the create endpoint's queue
+	slowRelease  chan struct{} // closed, then replaced, by ReleaseSlowCommits
+	script       []Fault       // the create endpoint's queue
 	lookupScript []Fault
 	faultFunc    func(id string, attempt int) Fault
 	attempts     map[string]int // create requests per idempotency id
@@ -35,6 +36,7 @@ type fakeServer struct {
 // start serves h on loopback and returns the base URL.
 func (s *fakeServer) start(h http.Handler) string {
 	s.closed = make(chan struct{})
+	s.slowRelease = make(chan struct{})
 	s.attempts = map[string]int{}
 	s.createdBy = map[string]int{}
 	s.srv = httptest.NewServer(h)
@@ -49,13 +51,26 @@ func (s *fakeServer) Close() {
 	})
 }
 
-// wait is cut short by Close so that a long SlowDelay cannot hold up
-// httptest.Server.Close.
-func (s *fakeServer) wait(d time.Duration) {
+// ReleaseSlowCommits ends every FaultSlowCommit wait in progress at once,
+// as if SlowDelay had passed; a wait that starts later lasts SlowDelay
+// again. A wait is in progress from the moment Requests shows its fault.
+// With a SlowDelay longer than the test, a test decides when a slow commit
+// completes instead of racing a timer.
+func (s *fakeServer) ReleaseSlowCommits() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.slowRelease)
+	s.slowRelease = make(chan struct{})
+}
+
+// wait lasts d, or until release is closed; Close cuts it short too, so
+// that a long SlowDelay cannot hold up httptest.Server.Close.
+func (s *fakeServer) wait(d time.Duration, release <-chan struct{}) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
+	case <-release:
 	case <-s.closed:
 	}
 }
@@ -133,12 +148,12 @@ func (s *fakeServer) createdWith(id string) int {
 // slow-commit first waits slow, and the others damage the sending of
 // answer's reply.
 func (s *fakeServer) faulted(rec int, fault Fault, slow time.Duration, refuse, answer func() reply) reply {
-	s.setFault(rec, fault)
+	release := s.setFault(rec, fault)
 	if fault.beforeProcessing() {
 		return refuse()
 	}
 	if fault == FaultSlowCommit {
-		s.wait(slow)
+		s.wait(slow, release)
 	}
 	r := answer()
 	r.fault = fault
@@ -153,10 +168,14 @@ func (s *fakeServer) logRequest(r *http.Request, key string) int {
 	return len(s.requests) - 1
 }
 
-func (s *fakeServer) setFault(rec int, f Fault) {
+// setFault records f on request rec. It returns the channel that
+// ReleaseSlowCommits closes next, taken under the same lock, so that a
+// release which follows the record ends this request's wait.
+func (s *fakeServer) setFault(rec int, f Fault) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests[rec].Fault = f
+	return s.slowRelease
 }
 
 // record notes the status r writes on request rec and returns r.

@@ -106,8 +106,9 @@ type ZeroHashServer struct {
 	APIKey, Passphrase string
 	// Secret is the base64 HMAC key the server verifies signatures with.
 	Secret string
-	// SlowDelay is how long FaultSlowCommit holds a client_transfer_id.
-	// Set it before sending requests; the default is 300ms.
+	// SlowDelay is how long FaultSlowCommit holds a client_transfer_id (or
+	// delays a lookup), unless ReleaseSlowCommits ends the wait first. Set
+	// it before sending requests; the default is 300ms.
 	SlowDelay time.Duration
 	// RetryAfterSeconds is the Retry-After value FaultRateLimited sends;
 	// 0, the default, sends no Retry-After header (zerohash documents none).

@@ -616,12 +616,12 @@ func TestZeroHashListIsLimitedToTwoMonths(t *testing.T) {
 	}
 }
 
+// TestZeroHashVisibilityDelay checks the hidden state under a delay no run
+// outlasts, and its end under a short one, so that neither races the clock.
 func TestZeroHashVisibilityDelay(t *testing.T) {
 	s, _ := zhServer(t)
 	c := rawClient(t)
-	const delay = 300 * time.Millisecond
-	s.SetVisibilityDelay(delay)
-	start := time.Now()
+	s.SetVisibilityDelay(time.Hour)
 	wantStatus(t, zhCreate(t, s, c, "k1"), http.StatusCreated)
 	if s.Created() != 1 {
 		t.Fatalf("Created() = %d, want 1", s.Created())
@@ -633,13 +633,18 @@ func TestZeroHashVisibilityDelay(t *testing.T) {
 		t.Errorf("GET by id before visible: %d, want 404", o.status)
 	}
 	wantStatus(t, zhCreate(t, s, c, "k1"), http.StatusBadRequest) // still a duplicate
+
+	const delay = 100 * time.Millisecond
+	s.SetVisibilityDelay(delay)
+	start := time.Now()
+	wantStatus(t, zhCreate(t, s, c, "k2"), http.StatusCreated)
 	waitFor(t, "the transfer to become visible", func() bool {
-		return zhLookup(t, s, c, "client_transfer_id=k1").Count == 1
+		return zhLookup(t, s, c, "client_transfer_id=k2").Count == 1
 	})
 	if elapsed := time.Since(start); elapsed < delay {
 		t.Errorf("visible after %v, want at least %v", elapsed, delay)
 	}
-	wantStatus(t, zhDo(t, s, c, "GET", "/transfers/1152000", ""), http.StatusOK)
+	wantStatus(t, zhDo(t, s, c, "GET", "/transfers/1152001", ""), http.StatusOK)
 }
 
 func TestZeroHashFaults(t *testing.T) {
@@ -813,7 +818,7 @@ func TestZeroHashFaultFuncSeesAttempts(t *testing.T) {
 
 func TestZeroHashDuplicateDuringSlowCommit(t *testing.T) {
 	s, _ := zhServer(t, saferetrytest.FaultSlowCommit)
-	s.SlowDelay = 500 * time.Millisecond
+	s.SlowDelay = time.Hour // until ReleaseSlowCommits
 	c := rawClient(t)
 	first := make(chan outcome, 1)
 	go func() { first <- zhCreate(t, s, c, "k1") }()
@@ -825,7 +830,16 @@ func TestZeroHashDuplicateDuringSlowCommit(t *testing.T) {
 		t.Errorf("transfer visible during the slow commit: %+v", l)
 	}
 
-	dup := zhCreate(t, s, c, "k1")
+	second := make(chan outcome, 1)
+	go func() { second <- zhCreate(t, s, c, "k1") }()
+	waitFor(t, "the duplicate to arrive", func() bool { return len(s.Requests()) == 3 })
+	select {
+	case o := <-second:
+		t.Fatalf("duplicate answered %d while the first still held the id", o.status)
+	default:
+	}
+	s.ReleaseSlowCommits()
+	dup := <-second
 	// The duplicate waited for the commit: by the time it is answered the
 	// transfer exists.
 	if s.Created() != 1 {
