@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,17 +82,25 @@ func TestChiftTokenRefreshedBeforeExpiry(t *testing.T) {
 	// lifetime, the token is due for replacement after one second.
 	srv.TokenLifetime = 61 * time.Second
 	c, tap := chiftAPI(t, srv)
+	start := time.Now() // the token is fetched after this, so it is due after start+1s
 	if _, err := createInvoice(c, srv, "R-1", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := createInvoice(c, srv, "R-2", ""); err != nil || srv.TokensIssued() != 1 {
-		t.Fatalf("second create: %v, tokens %d (want the cached one)", err, srv.TokensIssued())
+	_, err := createInvoice(c, srv, "R-2", "")
+	if err != nil {
+		t.Fatalf("second create: %v", err)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	if took := time.Since(start); took < time.Second && srv.TokensIssued() != 1 {
+		t.Fatalf("tokens issued %d within %v; want the cached one", srv.TokensIssued(), took)
+	} else if took >= time.Second {
+		t.Logf("the first two creates took %v, past the token's first second: caching not checked", took)
+	}
+	time.Sleep(1100 * time.Millisecond) // past R-2, so surely past the token's first second
+	issued := srv.TokensIssued()
 	if _, err := createInvoice(c, srv, "R-3", ""); err != nil {
 		t.Fatal(err)
 	}
-	if srv.TokensIssued() != 2 || len(tap.tokens()) != 2 {
+	if srv.TokensIssued() != issued+1 || len(tap.tokens()) != issued+1 {
 		t.Fatalf("tokens issued %d, sent %d; want a new one before the old expired", srv.TokensIssued(), len(tap.seen()))
 	}
 	for _, r := range srv.Requests() {
@@ -188,7 +198,6 @@ func TestChiftSecretsAbsentFromLogsAndErrors(t *testing.T) {
 func TestChiftLookupTransaction(t *testing.T) {
 	srv := newAuthServer()
 	defer srv.Close()
-	srv.SlowDelay = 400 * time.Millisecond
 	c, _ := chiftAPI(t, srv)
 	created, err := createInvoice(c, srv, "L-1", "lookup-found")
 	if err != nil {
@@ -209,20 +218,19 @@ func TestChiftLookupTransaction(t *testing.T) {
 		}
 	})
 	t.Run("in process", func(t *testing.T) {
+		srv.SlowDelay = time.Hour // until the lookup below has seen it
 		srv.Script(saferetrytest.FaultSlowCommit)
 		done := make(chan error, 1)
 		go func() {
 			_, err := createInvoice(c, srv, "L-2", "lookup-slow")
 			done <- err
 		}()
-		deadline := time.Now().Add(2 * time.Second)
 		var tx *saferetry.Transaction
-		for time.Now().Before(deadline) {
-			if tx, err = c.Chift.LookupTransaction(context.Background(), consumer, srv.ConnectionID, "lookup-slow"); err == nil {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitUntil(t, "the request in the log", func() bool {
+			tx, err = c.Chift.LookupTransaction(context.Background(), consumer, srv.ConnectionID, "lookup-slow")
+			return err == nil
+		})
+		srv.ReleaseSlowCommits()
 		if tx == nil || !tx.InProcess() || tx.CreatedEntityID != "" {
 			t.Fatalf("during the slow commit: %+v, %v", tx, err)
 		}
@@ -253,16 +261,23 @@ func TestChiftCreateRecovers(t *testing.T) {
 	}{
 		{"dropped after processing", saferetrytest.FaultDropAfterProcessing, false, nil, 200},
 		{"body cut off", saferetrytest.FaultResetMidBody, false, nil, 200},
+		// The first attempt times out on the held key, the retry hears
+		// REQUEST_IN_PROCESS, and the log is read while the key is held.
 		{"still in process when the retries ran out", saferetrytest.FaultSlowCommit, false,
-			[]saferetry.Option{saferetry.WithAttemptTimeout(50 * time.Millisecond), saferetry.WithMaxRetries(1)}, 200},
+			[]saferetry.Option{saferetry.WithAttemptTimeout(promptTimeout), saferetry.WithMaxRetries(1)}, 200},
 		{"request id reused on purpose", saferetrytest.FaultNone, true, nil, 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newAuthServer()
 			defer srv.Close()
-			srv.SlowDelay = 300 * time.Millisecond
-			c, _ := chiftAPI(t, srv, tt.opts...)
+			srv.SlowDelay = time.Hour // until a lookup has been answered
+			releaseOnLookup := saferetry.WithObserver(func(a saferetry.Attempt) {
+				if a.Method == http.MethodGet {
+					srv.ReleaseSlowCommits()
+				}
+			})
+			c, _ := chiftAPI(t, srv, append([]saferetry.Option{releaseOnLookup}, tt.opts...)...)
 			id := "recover-" + strings.ReplaceAll(tt.name, " ", "-")
 			var first *saferetry.ChiftCreated
 			if tt.reuse {
@@ -317,17 +332,24 @@ func TestChiftCreateFailures(t *testing.T) {
 	})
 	t.Run("outcome cannot be learned", func(t *testing.T) {
 		srv.Script(saferetrytest.FaultDropAfterProcessing)
-		for range 100 { // more than the polls that fit in the context
-			srv.ScriptLookup(saferetrytest.FaultInternalError)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		const failedLookups = 3
+		srv.ScriptLookup(slices.Repeat([]saferetrytest.Fault{saferetrytest.FaultInternalError}, failedLookups)...)
+		// The caller gives up after the third failed lookup, whatever the
+		// time that took.
+		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
+		var failed atomic.Int32
+		c, _ := chiftAPI(t, srv, saferetry.WithObserver(func(a saferetry.Attempt) {
+			if a.Method == http.MethodGet && a.StatusCode == http.StatusInternalServerError && failed.Add(1) == failedLookups {
+				cancel()
+			}
+		}))
 		_, err := c.Chift.Create(ctx, saferetry.ChiftCreate{
 			Path: "consumers/" + consumer + "/invoicing/invoices", Body: map[string]any{"invoice_number": "LOST-1"},
 			ConsumerID: consumer, ConnectionID: srv.ConnectionID, RequestID: "unknown-outcome-1",
 		})
-		if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != "unknown-outcome-1" {
-			t.Fatalf("err = %v", err)
+		if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != "unknown-outcome-1" || failed.Load() != failedLookups {
+			t.Fatalf("err = %v after %d failed lookups", err, failed.Load())
 		}
 	})
 	t.Run("bad input refused before sending", func(t *testing.T) {

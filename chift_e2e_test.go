@@ -23,6 +23,11 @@ func invoicesURL(srv *saferetrytest.ChiftServer) string {
 	return srv.URL + "/consumers/" + consumer + "/invoicing/invoices"
 }
 
+// promptTimeout is an attempt timeout that only a held or hung attempt
+// reaches, even on a loaded machine under the race detector; a test that
+// needs an attempt cut pays it once per cut.
+const promptTimeout = time.Second
+
 func chiftClient(t *testing.T, opts ...saferetry.Option) *http.Client {
 	t.Helper()
 	base := append([]saferetry.Option{saferetry.WithChift(), saferetry.WithBackoff(5*time.Millisecond, 20*time.Millisecond)}, opts...)
@@ -54,19 +59,32 @@ func TestChiftFaultsEndToEnd(t *testing.T) {
 		{saferetrytest.FaultInternalError, 500, nil, 1, 0},
 		{saferetrytest.FaultRateLimited, 200, nil, 2, 0},
 		{saferetrytest.FaultDropAfterProcessing, 0, saferetry.ErrRequestAlreadyProcessed, 2, 0},
-		{saferetrytest.FaultSlowCommit, 0, saferetry.ErrRequestAlreadyProcessed, 0, 100 * time.Millisecond},
+		// The first attempt times out on the held key, the second hears
+		// REQUEST_IN_PROCESS, the third REQUEST_ALREADY_PROCESSED.
+		{saferetrytest.FaultSlowCommit, 0, saferetry.ErrRequestAlreadyProcessed, 3, promptTimeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fault.String(), func(t *testing.T) {
 			srv := saferetrytest.NewChiftServer()
 			defer srv.Close()
-			srv.SlowDelay = 250 * time.Millisecond
+			srv.SlowDelay = time.Hour // until an attempt has heard REQUEST_IN_PROCESS
 			srv.Script(tt.fault)
 			var attempts int
 			var mu sync.Mutex
-			opts := []saferetry.Option{saferetry.WithMaxRetries(6), saferetry.WithObserver(func(saferetry.Attempt) { mu.Lock(); attempts++; mu.Unlock() })}
+			observe := func(a saferetry.Attempt) {
+				mu.Lock()
+				attempts++
+				mu.Unlock()
+				if a.Code == "REQUEST_IN_PROCESS" {
+					// The observer runs between attempts: waiting here
+					// for the commit puts it before the next attempt.
+					srv.ReleaseSlowCommits()
+					waitUntil(t, "the slow commit", func() bool { return srv.CreatedWithKey(a.Key) == 1 })
+				}
+			}
+			opts := []saferetry.Option{saferetry.WithMaxRetries(6), saferetry.WithObserver(observe)}
 			if tt.attemptTimout > 0 {
-				opts = append(opts, saferetry.WithAttemptTimeout(tt.attemptTimout), saferetry.WithBackoff(50*time.Millisecond, 100*time.Millisecond))
+				opts = append(opts, saferetry.WithAttemptTimeout(tt.attemptTimout))
 			}
 			hc := chiftClient(t, opts...)
 			resp, err := postInvoice(hc, srv, "F-1")
@@ -95,6 +113,18 @@ func TestChiftFaultsEndToEnd(t *testing.T) {
 				t.Fatalf("key %q created %d times (total %d), want %d", key, n, srv.Created(), wantCreated)
 			}
 		})
+	}
+}
+
+// waitUntil polls cond for a state another goroutine brings about; the
+// limit only guards against a hang.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("timed out waiting for %s", what)
+			return
+		}
 	}
 }
 
@@ -182,6 +212,7 @@ func TestChiftConcurrentCreatesWithRandomFaults(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	srv.Close() // a commit still held for a call that gave up lands now
 	done, unknownExisting := 0, 0
 	for i := range n {
 		c := srv.CreatedWithKey(keys[i])
@@ -210,8 +241,10 @@ func TestChiftCancelledCallerStopsRetrying(t *testing.T) {
 	srv := saferetrytest.NewChiftServer()
 	defer srv.Close()
 	srv.SetFaultFunc(func(string, int) saferetrytest.Fault { return saferetrytest.FaultUnavailable })
-	hc := chiftClient(t, saferetry.WithBackoff(time.Second, time.Second), saferetry.WithMaxRetries(saferetry.MaxRetriesLimit))
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// No wait of an hour fits before a deadline 10 s away; the first
+	// attempt, which has those 10 s, surely does.
+	hc := chiftClient(t, saferetry.WithBackoff(time.Hour, time.Hour), saferetry.WithMaxRetries(saferetry.MaxRetriesLimit))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", invoicesURL(srv), strings.NewReader(`{"total":1}`))
 	resp, err := hc.Do(req)

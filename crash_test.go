@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,52 @@ type crashTarget struct {
 	created  func() int          // entities created in total
 	countFor func(string) int    // entities created under one key ("" for none)
 	entity   func(string) string // the server's entity id for a key, "" if none
+	hold     *crashHold
+}
+
+// crashHold holds every first attempt of a key at the server, with the key
+// in process, until the test lets it go: the first crashWorkers (one per
+// worker) together once all of them are held, the later ones once the
+// child is dead. The kill then finds creates done and creates in flight,
+// however fast the machine. Later attempts are not held.
+type crashHold struct {
+	mu              sync.Mutex
+	held            int
+	first, rest     chan struct{}
+	openFirst, open sync.Once
+}
+
+func newCrashHold() *crashHold {
+	return &crashHold{first: make(chan struct{}), rest: make(chan struct{})}
+}
+
+// fault is the servers' fault func: it holds, and injects nothing.
+func (h *crashHold) fault(_ string, attempt int) saferetrytest.Fault {
+	if attempt == 1 {
+		h.mu.Lock()
+		h.held++
+		gate := h.rest
+		if h.held <= crashWorkers {
+			gate = h.first
+		}
+		h.mu.Unlock()
+		<-gate
+	}
+	return saferetrytest.FaultNone
+}
+
+func (h *crashHold) heldCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held
+}
+
+func (h *crashHold) releaseFirst() { h.openFirst.Do(func() { close(h.first) }) }
+
+// releaseAll lets every held attempt go, and every later one pass.
+func (h *crashHold) releaseAll() {
+	h.releaseFirst()
+	h.open.Do(func() { close(h.rest) })
 }
 
 // TestCrashMidFlightResumesExactlyOnce kills a client process (SIGKILL)
@@ -48,20 +95,12 @@ func TestCrashMidFlightResumesExactlyOnce(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./internal/crashclient: %v\n%s", err, out)
 	}
-	// Every first attempt of a key is held SlowDelay before it commits, so
-	// that a kill finds creates in flight; later attempts are not.
-	slowFirst := func(_ string, attempt int) saferetrytest.Fault {
-		if attempt == 1 {
-			return saferetrytest.FaultSlowCommit
-		}
-		return saferetrytest.FaultNone
-	}
-
 	t.Run("zerohash", func(t *testing.T) {
 		srv := saferetrytest.NewZeroHashServer()
 		defer srv.Close()
-		srv.SlowDelay = 500 * time.Millisecond
-		srv.SetFaultFunc(slowFirst)
+		hold := newCrashHold()
+		defer hold.releaseAll() // before Close, which waits for held handlers
+		srv.SetFaultFunc(hold.fault)
 		reader, err := saferetry.NewClient(srv.URL, saferetry.WithZeroHashAuth(srv.APIKey, srv.Secret, srv.Passphrase))
 		if err != nil {
 			t.Fatal(err)
@@ -84,6 +123,7 @@ func TestCrashMidFlightResumesExactlyOnce(t *testing.T) {
 			},
 			created:  srv.Created,
 			countFor: srv.CreatedWithClientTransferID,
+			hold:     hold,
 			entity: func(key string) string {
 				tr, err := reader.Transfers.FindByClientTransferID(context.Background(), key)
 				if err != nil {
@@ -99,8 +139,9 @@ func TestCrashMidFlightResumesExactlyOnce(t *testing.T) {
 		srv := saferetrytest.NewChiftServer()
 		defer srv.Close()
 		srv.RequireAuth = true
-		srv.SlowDelay = 500 * time.Millisecond
-		srv.SetFaultFunc(slowFirst)
+		hold := newCrashHold()
+		defer hold.releaseAll() // before Close, which waits for held handlers
+		srv.SetFaultFunc(hold.fault)
 		const consumerID = "crash-consumer"
 		runCrashTest(t, bin, crashTarget{
 			api: "chift",
@@ -121,6 +162,7 @@ func TestCrashMidFlightResumesExactlyOnce(t *testing.T) {
 			},
 			created:  srv.Created,
 			countFor: srv.CreatedWithKey,
+			hold:     hold,
 			entity: func(key string) string {
 				// The invoice ids are inv_1..inv_N; find the one key created.
 				for i := 1; i <= srv.Created(); i++ {
@@ -154,10 +196,9 @@ func runCrashTest(t *testing.T, bin string, tg crashTarget) {
 
 	// First run: kill it once a worker has finished a create (reported it
 	// done) and moved on to the next, while other creates are on the
-	// server, still committing, and the last ones have not started. Every
-	// first attempt commits SlowDelay after it arrives, so this state lasts
-	// about that long.
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	// server, held, and the last ones have not started. The hold keeps
+	// that state until the kill. The limits only guard against a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var firstOut bytes.Buffer
 	first := child(ctx, &firstOut)
@@ -167,22 +208,24 @@ func runCrashTest(t *testing.T, bin string, tg crashTarget) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- first.Wait() }()
-	deadline := time.After(8 * time.Second)
-	for {
-		created, posts := tg.created(), tg.posts()
-		if posts > crashWorkers && posts > created && created < crashN {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("the child ended before the kill: %v; created %d, posts %d\nstdout:\n%s", err, created, posts, firstOut.String())
-		case <-deadline:
-			first.Process.Kill()
-			<-exited
-			t.Fatalf("no moment with creates both done and in flight: created %d, posts %d\nstdout:\n%s", created, posts, firstOut.String())
-		case <-time.After(2 * time.Millisecond):
+	deadline := time.After(time.Minute)
+	await := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case err := <-exited:
+				t.Fatalf("the child ended before %s: %v; created %d, posts %d\nstdout:\n%s", what, err, tg.created(), tg.posts(), firstOut.String())
+			case <-deadline:
+				first.Process.Kill()
+				<-exited
+				t.Fatalf("no %s: created %d, posts %d\nstdout:\n%s", what, tg.created(), tg.posts(), firstOut.String())
+			case <-time.After(2 * time.Millisecond):
+			}
 		}
 	}
+	await("first create of every worker held", func() bool { return tg.hold.heldCount() >= crashWorkers })
+	tg.hold.releaseFirst()
+	await("worker on its next create", func() bool { return tg.posts() > crashWorkers })
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +235,7 @@ func runCrashTest(t *testing.T, bin string, tg crashTarget) {
 		t.Fatalf("the child was not killed by a signal: %v\n%s", err, firstOut.String())
 	}
 	postsAtKill, createdAtKill := tg.posts(), tg.created()
+	tg.hold.releaseAll() // what reached the server before the kill goes on
 
 	journaled := readCrashJournal(t, journal)
 	firstDone, firstFailed := parseCrashDone(t, firstOut.String())

@@ -3,11 +3,13 @@ package saferetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -23,6 +25,11 @@ func hangUp(t *testing.T, w http.ResponseWriter) {
 	}
 	conn.Close()
 }
+
+// promptTimeout is an attempt timeout that only a hung attempt reaches, even
+// on a loaded machine under the race detector; a test that needs an attempt
+// cut pays it once per cut.
+const promptTimeout = time.Second
 
 func TestAttemptTimeoutRetriesAHungAttempt(t *testing.T) {
 	var mu sync.Mutex
@@ -46,7 +53,7 @@ func TestAttemptTimeoutRetriesAHungAttempt(t *testing.T) {
 	defer srv.Close()
 	defer close(release)
 
-	tr := newTestTransport(t, nil, WithAttemptTimeout(200*time.Millisecond))
+	tr := newTestTransport(t, nil, WithAttemptTimeout(promptTimeout))
 	req, _ := http.NewRequest("POST", srv.URL, strings.NewReader("{}"))
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -59,24 +66,37 @@ func TestAttemptTimeoutRetriesAHungAttempt(t *testing.T) {
 	}
 }
 
+// TestAttemptTimeoutDoesNotCutOffTheBody: the headers come at once, the
+// rest of the body only after the attempt timeout has passed.
 func TestAttemptTimeoutDoesNotCutOffTheBody(t *testing.T) {
+	rest := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(200)
-		for i := range 5 {
+		io.WriteString(w, strings.Repeat("a", 10))
+		w.(http.Flusher).Flush()
+		select {
+		case <-rest:
+		case <-r.Context().Done():
+			return
+		}
+		for i := 1; i < 5; i++ {
 			io.WriteString(w, strings.Repeat(string(rune('a'+i)), 10))
-			w.(http.Flusher).Flush()
-			time.Sleep(100 * time.Millisecond)
 		}
 	}))
 	defer srv.Close()
 
-	tr := newTestTransport(t, nil, WithAttemptTimeout(150*time.Millisecond))
+	tr := newTestTransport(t, nil, WithAttemptTimeout(promptTimeout))
 	req, _ := http.NewRequest("POST", srv.URL, strings.NewReader("{}"))
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
+		close(rest)
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	// The attempt began before RoundTrip returned: by now its timeout has
+	// passed, had it not been stopped when the headers arrived.
+	time.Sleep(promptTimeout + 100*time.Millisecond)
+	close(rest)
 	body, err := io.ReadAll(resp.Body)
 	if err != nil || len(body) != 50 {
 		t.Fatalf("read %d bytes, err %v; the attempt timeout cut the body off", len(body), err)
@@ -90,7 +110,7 @@ func TestAttemptTimeoutOnEveryAttemptIsOutcomeUnknown(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	tr := newTestTransport(t, nil, WithAttemptTimeout(50*time.Millisecond), WithMaxRetries(1))
+	tr := newTestTransport(t, nil, WithAttemptTimeout(promptTimeout), WithMaxRetries(1))
 	req, _ := http.NewRequest("POST", srv.URL, strings.NewReader("{}"))
 	_, err := tr.RoundTrip(req)
 	if !errors.Is(err, ErrAttemptTimeout) || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) == "" {
@@ -100,12 +120,14 @@ func TestAttemptTimeoutOnEveryAttemptIsOutcomeUnknown(t *testing.T) {
 
 // draftServer follows the IETF Idempotency-Key draft: it stores the answer
 // per key and replays it, answers 409 while a key is in flight, and can be
-// told to hang up after processing.
+// told to hang up after processing. A key it hung up on stays in flight
+// until one request has been told 409, and is done for the next: a retry
+// meets both states whatever the timing.
 type draftServer struct {
 	t        *testing.T
 	mu       sync.Mutex
 	done     map[string]string // key -> stored body
-	inFlight map[string]bool
+	inFlight map[string]string // key -> the body it will store
 	created  int
 	seen     map[string]int
 	hangUpOn map[int]bool // request numbers (1-based, all keys) to hang up on after processing
@@ -113,7 +135,7 @@ type draftServer struct {
 }
 
 func newDraftServer(t *testing.T) *draftServer {
-	return &draftServer{t: t, done: map[string]string{}, inFlight: map[string]bool{}, seen: map[string]int{}, hangUpOn: map[int]bool{}}
+	return &draftServer{t: t, done: map[string]string{}, inFlight: map[string]string{}, seen: map[string]int{}, hangUpOn: map[int]bool{}}
 }
 
 func (s *draftServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -128,7 +150,9 @@ func (s *draftServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, stored)
 		return
 	}
-	if s.inFlight[key] {
+	if answer, ok := s.inFlight[key]; ok {
+		delete(s.inFlight, key)
+		s.done[key] = answer // processing ends as this 409 leaves
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusConflict)
 		return
@@ -136,23 +160,14 @@ func (s *draftServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.created++
 	answer := `{"id":` + string(rune('0'+s.created)) + `,"echo":` + string(body) + `}`
 	if s.hangUpOn[n] {
-		s.inFlight[key] = true // processing goes on after the hang-up
+		s.inFlight[key] = answer // processing goes on after the hang-up
 		s.mu.Unlock()
 		hangUp(s.t, w)
-		go s.finishLater(key, answer)
 		return
 	}
 	s.done[key] = answer
 	s.mu.Unlock()
 	io.WriteString(w, answer)
-}
-
-func (s *draftServer) finishLater(key, answer string) {
-	time.Sleep(50 * time.Millisecond)
-	s.mu.Lock()
-	delete(s.inFlight, key)
-	s.done[key] = answer
-	s.mu.Unlock()
 }
 
 // TestNetHTTPReplayIsSeenAndSafe: net/http itself resends a request that
@@ -165,9 +180,14 @@ func TestNetHTTPReplayIsSeenAndSafe(t *testing.T) {
 	srv := httptest.NewServer(ds)
 	defer srv.Close()
 
+	// One connection at most: the invoice waits for the warm-up's to be
+	// idle and reuses it, rather than racing it with a new one, so the
+	// hang-up always hits a reused connection, the case net/http replays.
+	base := &http.Transport{MaxConnsPerHost: 1}
+	defer base.CloseIdleConnections()
 	var attempts []Attempt
 	var mu sync.Mutex
-	tr := newTestTransport(t, srv.Client().Transport, WithBackoff(20*time.Millisecond, 50*time.Millisecond), WithMaxRetries(5),
+	tr := newTestTransport(t, base, WithMaxRetries(5),
 		WithObserver(func(a Attempt) { mu.Lock(); attempts = append(attempts, a); mu.Unlock() }))
 	client := &http.Client{Transport: tr}
 
@@ -195,30 +215,39 @@ func TestNetHTTPReplayIsSeenAndSafe(t *testing.T) {
 	if !attempts[1].Replayed {
 		t.Fatalf("first attempt of the invoice not seen as replayed: %+v", attempts[1])
 	}
-	if key := RequestKey(resp); ds.seen[key] < 3 {
+	if key := RequestKey(resp); ds.seen[key] != 3 {
 		t.Fatalf("server saw key %d times, want the hang-up, the replay's 409 and the answer", ds.seen[key])
 	}
 }
 
+// TestContextDeadlineStopsRetries: retries go on while their waits fit
+// before the context's deadline; the first that would not is not started,
+// and its attempt's response comes back at once. Short waits and a long one
+// the server asks for (20 s, within WithMaxRetryAfter) on each side of a
+// deadline 10 s away leave nothing to how fast the machine is.
 func TestContextDeadlineStopsRetries(t *testing.T) {
+	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := calls.Add(1)
+		if n == 4 {
+			w.Header().Set("Retry-After", "20")
+		}
 		w.WriteHeader(503)
+		fmt.Fprint(w, n)
 	}))
 	defer srv.Close()
-	tr, err := NewTransport(nil, WithBackoff(100*time.Millisecond, 100*time.Millisecond), WithMaxRetries(MaxRetriesLimit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	tr := newTestTransport(t, nil, WithMaxRetries(10))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, strings.NewReader("{}"))
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("err = %v, want the last 503 before the deadline", err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 503 {
-		t.Fatalf("status = %d", resp.StatusCode)
+	if resp.StatusCode != 503 || string(body) != "4" || calls.Load() != 4 {
+		t.Fatalf("got %d %q after %d attempts; want the 4th answer, the one whose wait did not fit", resp.StatusCode, body, calls.Load())
 	}
 }
 

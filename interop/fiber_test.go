@@ -45,7 +45,10 @@ const (
 	// dropFirstHeader asks the server to drop the first response for the
 	// request's key (TestFiberManyKeysWithDroppedResponses).
 	dropFirstHeader = "X-Test-Drop-First"
-	requestTimeout  = 10 * time.Second
+	// requestTimeout and hangGuard bound what ends at once unless something
+	// is broken; they are long, so that a loaded machine does not fail them.
+	requestTimeout = 30 * time.Second
+	hangGuard      = 30 * time.Second
 )
 
 type invoice struct {
@@ -77,6 +80,7 @@ type fiberServer struct {
 	entities       map[string]string // key -> id of the entity created
 	bodies         map[string][]byte // key -> body the handler last wrote
 	inFlight       map[string]int    // handler executions running now, per key
+	locks          map[string]int    // Lock calls on Fiber's idempotency lock, per key
 	arrivedRunning map[string]int    // arrivals while the handler ran for the same key
 	replayed       map[string]int    // responses Fiber served from its store, per key
 	dropped        map[string]int    // responses dropped, per key
@@ -93,6 +97,7 @@ func startFiber(t *testing.T, handler handlerFunc, drop dropFunc) *fiberServer {
 		entities:       map[string]string{},
 		bodies:         map[string][]byte{},
 		inFlight:       map[string]int{},
+		locks:          map[string]int{},
 		arrivedRunning: map[string]int{},
 		replayed:       map[string]int{},
 		dropped:        map[string]int{},
@@ -100,8 +105,9 @@ func startFiber(t *testing.T, handler handlerFunc, drop dropFunc) *fiberServer {
 	app := fiber.New()
 	app.Use(s.wire)
 	// KeyHeader is the only setting changed: the draft's header instead of
-	// Fiber's X-Idempotency-Key. The default 36-character validator stays.
-	app.Use(idempotency.New(idempotency.Config{KeyHeader: keyHeader}))
+	// Fiber's X-Idempotency-Key. The default 36-character validator stays,
+	// and so does the lock, Fiber's in-memory one, only counted.
+	app.Use(idempotency.New(idempotency.Config{KeyHeader: keyHeader, Lock: countedLock{idempotency.NewMemoryLock(), s}}))
 	app.Post("/invoices", func(c fiber.Ctx) error {
 		key := strings.Clone(c.Get(keyHeader))
 		s.mu.Lock()
@@ -126,7 +132,7 @@ func startFiber(t *testing.T, handler handlerFunc, drop dropFunc) *fiberServer {
 	go func() { served <- app.Listener(ln, fiber.ListenConfig{DisableStartupMessage: true}) }()
 	s.URL = "http://" + ln.Addr().String()
 	t.Cleanup(func() {
-		if err := app.ShutdownWithTimeout(5 * time.Second); err != nil {
+		if err := app.ShutdownWithTimeout(hangGuard); err != nil {
 			t.Errorf("fiber shutdown: %v", err)
 		}
 		select {
@@ -134,11 +140,25 @@ func startFiber(t *testing.T, handler handlerFunc, drop dropFunc) *fiberServer {
 			if err != nil {
 				t.Errorf("fiber listener: %v", err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Error("fiber listener still serving 5s after shutdown")
+		case <-time.After(hangGuard):
+			t.Errorf("fiber listener still serving %v after shutdown", hangGuard)
 		}
 	})
 	return s
+}
+
+// countedLock counts the Lock calls on Fiber's lock, so that a test can
+// tell when a duplicate has reached it.
+type countedLock struct {
+	idempotency.Locker
+	s *fiberServer
+}
+
+func (l countedLock) Lock(key string) error {
+	l.s.mu.Lock()
+	l.s.locks[key]++
+	l.s.mu.Unlock()
+	return l.Locker.Lock(key)
 }
 
 // wire runs before the idempotency middleware. It counts arrivals, and after
@@ -436,13 +456,10 @@ func TestFiberDoesNotStore503ReturnedAsError(t *testing.T) {
 // running the first: Fiber's lock holds the second until the first is stored
 // and replays it. No 409, one execution, the same answer twice.
 func TestFiberConcurrentDuplicateBlocksThenReplays(t *testing.T) {
-	const work = 200 * time.Millisecond
 	s := startFiber(t, func(s *fiberServer, c fiber.Ctx, key string, _ int) error {
-		start := time.Now()
-		// Hold on until the duplicate has reached the server (bounded), so
-		// it surely arrives while this runs; then finish the 200 ms of work.
-		s.waitFor(5*time.Second, func() bool { return s.arrivals[key] >= 2 })
-		time.Sleep(work - time.Since(start))
+		// Hold on until the duplicate has asked for Fiber's lock, which
+		// this execution holds: it surely blocks behind it.
+		s.waitFor(hangGuard, func() bool { return s.locks[key] >= 2 })
 		return s.create(c, key)
 	}, nil)
 	var log attemptLog
@@ -466,7 +483,7 @@ func TestFiberConcurrentDuplicateBlocksThenReplays(t *testing.T) {
 	}
 	wg.Add(2)
 	go send(0)
-	if !s.waitFor(5*time.Second, func() bool { return s.inFlight[key] == 1 }) {
+	if !s.waitFor(hangGuard, func() bool { return s.inFlight[key] == 1 }) {
 		t.Fatal("the first request never reached the handler")
 	}
 	go send(1)
@@ -489,8 +506,8 @@ func TestFiberConcurrentDuplicateBlocksThenReplays(t *testing.T) {
 	if calls := s.snapshot(s.calls); calls[key] != 1 {
 		t.Errorf("handler executions %v; want 1", calls)
 	}
-	if running, replayed := s.snapshot(s.arrivedRunning), s.snapshot(s.replayed); running[key] != 1 || replayed[key] != 1 {
-		t.Errorf("arrived while running %v, replayed %v; want the duplicate to arrive during the first and be replayed", running, replayed)
+	if running, replayed, locks := s.snapshot(s.arrivedRunning), s.snapshot(s.replayed), s.snapshot(s.locks); running[key] != 1 || replayed[key] != 1 || locks[key] != 2 {
+		t.Errorf("arrived while running %v, replayed %v, locked %v; want the duplicate to arrive during the first, wait on the lock and be replayed", running, replayed, locks)
 	}
 	// Fiber never answered 409: each caller needed one attempt.
 	if attempts := log.forKey(key); len(attempts) != 2 || attempts[0].Retry || attempts[1].Retry {
