@@ -2,6 +2,7 @@ package saferetry
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -42,14 +43,11 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 	c.bodyHanded = c.bodyHanded || c.body.oneShot
 	timeout := c.t.cfg.attemptTimeout
 	if timeout <= 0 {
-		resp, err := c.t.base.RoundTrip(req)
-		c.observe(c.watch.result())
-		return withRequest(resp, req), err
+		return c.roundTrip(req)
 	}
 	ctx, cancel := context.WithCancelCause(req.Context())
 	timer := time.AfterFunc(timeout, func() { cancel(ErrAttemptTimeout) })
-	resp, err := c.t.base.RoundTrip(req.WithContext(ctx))
-	c.observe(c.watch.result())
+	resp, err := c.roundTrip(req.WithContext(ctx))
 	if !timer.Stop() && c.ctx.Err() == nil {
 		// The attempt timed out, even if headers arrived at the last moment.
 		if resp != nil {
@@ -63,6 +61,33 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// errNoAnswer: the base transport returned neither a response nor an
+// error, which breaks the RoundTripper contract; the request may have
+// been sent.
+var errNoAnswer = errors.New("saferetry: the base transport returned neither a response nor an error")
+
+// roundTrip hands req to the base transport, records what it did on the
+// wire, and holds the base to the RoundTripper contract: a response or an
+// error, never both nor neither (a response that comes with an error is
+// closed and dropped), a response with a body and with its request.
+func (c *call) roundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.t.base.RoundTrip(req)
+	c.observe(c.watch.result())
+	switch {
+	case err != nil:
+		if resp != nil {
+			drainAndClose(resp.Body)
+		}
+		return nil, err
+	case resp == nil:
+		return nil, errNoAnswer
+	}
+	if resp.Body == nil {
+		resp.Body = http.NoBody
+	}
 	return withRequest(resp, req), nil
 }
 

@@ -133,8 +133,10 @@ func (c *Client) resolve(path string) (*url.URL, error) {
 // Do sends req and decodes a 2xx JSON answer into out (nil: discard). A
 // non-2xx answer is returned as an *APIError, and the transport's typed
 // errors pass through, so errors.Is and errors.As work on the result; the
-// URL in the error has its query values redacted. The response is
-// returned with its body consumed and closed.
+// URL in the error has its query values redacted. A 2xx answer to a keyed
+// request whose body cannot be read or decoded is an *OutcomeError
+// (ErrOutcomeUnknown with the key): the request succeeded, its answer did
+// not arrive. The response is returned with its body consumed and closed.
 func (c *Client) Do(req *http.Request, out any) (*http.Response, error) {
 	resp, err := c.httpClient.Do(req)
 	if err != nil {
@@ -149,7 +151,13 @@ func (c *Client) Do(req *http.Request, out any) (*http.Response, error) {
 	}
 	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBody))
 	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
-		return resp, fmt.Errorf("saferetry: decoding %s %s response: %w", req.Method, redactURL(req), err)
+		err = fmt.Errorf("saferetry: decoding %s %s response: %w", req.Method, redactURL(req), err)
+		if key := RequestKey(resp); key != "" {
+			// The request succeeded; only its answer is lost. Reported as a
+			// failure, it would invite a retry under a new key.
+			return resp, &OutcomeError{Key: key, Reason: fmt.Sprintf("the server answered %d but its body could not be read", resp.StatusCode), Err: err}
+		}
+		return resp, err
 	}
 	return resp, nil
 }

@@ -471,3 +471,42 @@ func TestOneShotBodyUnderChiftAuth(t *testing.T) {
 		}
 	})
 }
+
+// An answer that says nothing about the key (a 5xx, 401, 408, 429), after
+// an attempt that may have been processed without an answer, is not handed
+// back as a failure: the request may exist. ErrOutcomeUnknown, the key,
+// and the last answer inside.
+func TestSilentAnswerAfterUnansweredAttempt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		replies []reply
+		unknown bool
+	}{
+		{"lost answer, then 500", []reply{failure(errConnReset, true), answer(500, "oops")}, true},
+		{"lost answer, then 503 to the end", []reply{failure(errConnReset, true), answer(503, ""), answer(503, ""), answer(503, "last")}, true},
+		{"lost answer, then 401", []reply{failure(errConnReset, true), answer(401, "")}, true},
+		{"a gateway's 502, then 500", []reply{answer(502, ""), answer(500, "")}, true},
+		{"lost answer, then a 400: the server's word on the key", []reply{failure(errConnReset, true), answer(400, `{"message":"bad"}`)}, false},
+		{"503s only: the last one back", []reply{answer(503, ""), answer(503, ""), answer(503, ""), answer(503, "last")}, false},
+		{"dial failure, then 500", []reply{failure(errConnReset, false), answer(500, "")}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mt, api := newMockAPI(t, DefaultRequestIDHeader, tc.replies...)
+			tr := newTestTransport(t, mt)
+			resp, err := tr.RoundTrip(newPost(t, "{}"))
+			if !tc.unknown {
+				if err != nil {
+					t.Fatalf("err = %v, want the last response", err)
+				}
+				resp.Body.Close()
+				return
+			}
+			var apiErr *APIError
+			last := tc.replies[len(tc.replies)-1]
+			if resp != nil || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) != api.seenKeys()[0] ||
+				!errors.As(err, &apiErr) || apiErr.StatusCode != last.status {
+				t.Fatalf("got %v, %v; want ErrOutcomeUnknown with key %s and the last %d inside", resp, err, api.seenKeys()[0], last.status)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"strings"
@@ -79,9 +80,10 @@ func (m *mockAPI) respond(req *http.Request) (*http.Response, error) {
 func (r reply) play(req *http.Request) (*http.Response, error) {
 	if r.err != nil {
 		askConn(req)
-		if r.sent {
-			wroteHeaders(req)
+		if !r.sent {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: r.err} // as net/http fails before a connection
 		}
+		wroteHeaders(req)
 		return nil, r.err
 	}
 	wroteHeaders(req)

@@ -200,9 +200,7 @@ func WithRequestIDHeader(name string) Option {
 		c.header = textproto.CanonicalMIMEHeaderKey(name)
 		c.draftConflicts = c.header == DefaultRequestIDHeader
 		c.keyDeduplicates = c.draftConflicts
-		if !c.draftConflicts {
-			c.choose("header "+c.header, "WithRequestIDHeader")
-		}
+		c.choose("header "+c.header, "WithRequestIDHeader")
 		return nil
 	}
 }

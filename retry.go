@@ -1,17 +1,17 @@
 package saferetry
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -49,12 +49,13 @@ type Attempt struct {
 // is decided in one place, mayResend, which every path that would send it
 // again asks.
 type call struct {
-	t    *Transport
-	req  *http.Request   // the caller's, never modified
-	ctx  context.Context // the caller's context, bounded by the moved client Timeout
-	key  string
-	tidy bool // the caller's key header must be rewritten as one canonical header
-	body bodySource
+	t      *Transport
+	req    *http.Request   // the caller's, never modified
+	ctx    context.Context // the caller's context, bounded by the moved client Timeout
+	key    string
+	origin string // keyed.origin
+	tidy   bool   // the caller's key header must be rewritten as one canonical header
+	body   bodySource
 
 	attempt    int
 	maxRetries int
@@ -62,15 +63,21 @@ type call struct {
 	// processed. It fails closed: only positive evidence keeps it false
 	// (see unsent and proves).
 	maybeSent  bool
-	bodySpent  bool   // an attempt tried to send the one-shot body: it cannot be sent again
-	bodyHanded bool   // the one-shot body went to the base transport, which closes it
-	last       trace  // what the latest attempt did on the wire
-	pending    error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
-	code       string // error_code of the latest answer, when it was read
-	token      string // the Chift token the latest attempt carried
-	reauthed   bool   // a 401 already led to a new token
-	budgetOut  bool   // a retry was refused by the retry budget
-	wait       time.Duration
+	bodySpent  bool // an attempt tried to send the one-shot body: it cannot be sent again
+	bodyHanded bool // the one-shot body went to the base transport, which closes it
+	held       heldBodies
+	// unanswered: some attempt may have been processed and brought back no
+	// answer from the server itself (an error after it may have been sent,
+	// a resend within the attempt, a gateway's 502 or 504);
+	// unansweredBefore is that as it stood before the latest attempt.
+	unanswered, unansweredBefore bool
+	last                         trace  // what the latest attempt did on the wire
+	pending                      error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	code                         string // error_code of the latest answer, when it was read
+	token                        string // the Chift token the latest attempt carried
+	reauthed                     bool   // a 401 already led to a new token
+	budgetOut                    bool   // a retry was refused by the retry budget
+	wait                         time.Duration
 
 	bo    backoff.ExponentialBackOff
 	watch wireWatch
@@ -130,9 +137,13 @@ func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
 	resp, err := c.loop()
 	if err != nil || resp == nil {
 		stop()
+		c.held.closeUnread()
 		return resp, err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func(error) { stop() }}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func(error) {
+		stop()
+		c.held.closeUnread()
+	}}
 	return resp, nil
 }
 
@@ -197,6 +208,17 @@ func (c *call) request() *http.Request {
 	return clone
 }
 
+// getBody is the GetBody net/http gets, to rewind a body for a resend of
+// its own; the caller's GetBody is watched there, so that every body it
+// hands out is closed. The attempt's own body is not wrapped: net/http
+// writes a known in-memory body together with the headers.
+func (c *call) getBody() (io.ReadCloser, error) {
+	if !c.body.callers {
+		return c.body.get()
+	}
+	return c.held.get(c.body.get)
+}
+
 // attemptRequest gives each attempt its own copy of the shared request
 // with a fresh body: the base transport may still hold the previous one.
 // A request that must not be resent gives net/http no way to rewind its
@@ -214,13 +236,13 @@ func (c *call) attemptRequest(shared *http.Request) (*http.Request, error) {
 	case c.body.oneShot:
 		req.Body, req.ContentLength = c.body.once, c.body.length
 	case c.body.get != nil:
-		body, err := c.body.get()
+		body, err := c.body.get() // given to the base, which closes it
 		if err != nil {
 			return nil, fmt.Errorf("saferetry: rewinding the request body: %w", err)
 		}
 		req.Body, req.ContentLength = body, c.body.length
 		if replay {
-			req.GetBody = c.body.get
+			req.GetBody = c.getBody
 		}
 	case replay:
 		req.Body, req.ContentLength = nil, 0
@@ -230,14 +252,6 @@ func (c *call) attemptRequest(shared *http.Request) (*http.Request, error) {
 	return req, nil
 }
 
-// noReplayBody is an empty body that is not http.NoBody: net/http can
-// neither rewind it nor treat the request as bodiless, so it never resends
-// the request on its own. On HTTP/1.1 it leaves as an empty chunked body.
-type noReplayBody struct{}
-
-func (noReplayBody) Read([]byte) (int, error) { return 0, io.EOF }
-func (noReplayBody) Close() error             { return nil }
-
 // requestError gives every transport failure the key and attempt count;
 // typed API errors already carry the key.
 func (c *call) requestError(err error) error {
@@ -246,15 +260,19 @@ func (c *call) requestError(err error) error {
 		err = urlErr.Err
 	}
 	var apiErr *APIError
-	if errors.As(err, &apiErr) {
-		return err
+	if errors.As(err, &apiErr) && !c.maybeSent {
+		return err // a refusal (of the token request) that is all there is to say
 	}
 	if ctxErr := c.ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
 		err = context.Cause(c.ctx) // the client Timeout's TimeoutError, say
 	}
+	key, maybeSent := c.key, c.maybeSent
+	if c.origin != "" {
+		key, maybeSent = c.origin, true // the redirected request may have been processed
+	}
 	return &RequestError{
-		Method: c.req.Method, URL: redactURL(c.req), Key: c.key,
-		Attempts: c.attempt, MaybeSent: c.maybeSent, BudgetExhausted: c.budgetOut, Err: redactError(err),
+		Method: c.req.Method, URL: redactURL(c.req), Key: key,
+		Attempts: c.attempt, MaybeSent: maybeSent, BudgetExhausted: c.budgetOut, Err: redactError(err),
 	}
 }
 
@@ -275,17 +293,50 @@ func (c *call) checkRetry(resp *http.Response, err error) (bool, error) {
 	if final == nil {
 		final = c.pending
 	}
+	if final == nil && resp != nil && c.silentAfterMaybe(resp) {
+		final = c.unknownAnswer(resp)
+	}
 	return false, final
+}
+
+// silentAfterMaybe: an earlier attempt of this keyed request may have been
+// processed without an answer (or net/http resent this one), and the last
+// answer says nothing about the key: a 5xx, 401, 407, 408 or 429 comes
+// from a layer that did not look the key up. Handed back as it is, it
+// would read as "failed" for a request that may exist; a caller retrying
+// under a new key would create it twice.
+func (c *call) silentAfterMaybe(resp *http.Response) bool {
+	if c.key == "" || !c.t.cfg.keyDeduplicates || !(c.unansweredBefore || c.last.replayed) {
+		return false
+	}
+	switch s := resp.StatusCode; {
+	case s >= 500:
+		return true
+	case s == http.StatusUnauthorized, s == http.StatusProxyAuthRequired,
+		s == http.StatusRequestTimeout, s == http.StatusTooManyRequests:
+		return true
+	}
+	return false
+}
+
+// unknownAnswer is the error for silentAfterMaybe: ErrOutcomeUnknown with
+// the key, the last answer inside as an *APIError.
+func (c *call) unknownAnswer(resp *http.Response) error {
+	return &RequestError{
+		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Attempts: c.attempt,
+		MaybeSent: true, BudgetExhausted: c.budgetOut, Err: c.apiError(resp),
+	}
 }
 
 // classify decides whether the attempt may be repeated and whether its
 // answer is a typed idempotency error.
 func (c *call) classify(resp *http.Response, err error) (retry bool, final error) {
 	uncertainBefore := c.maybeSent
+	c.unansweredBefore = c.unanswered
 	c.pending, c.code = nil, ""
 	if err != nil {
-		if !c.unsent() {
-			c.maybeSent = true
+		if !c.unsent(err) {
+			c.maybeSent, c.unanswered = true, true
 		}
 		if c.ctx.Err() != nil || isDefiniteRejection(err) {
 			return false, nil // the token endpoint refused the credentials
@@ -294,6 +345,9 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 	}
 	if c.last.replayed || !c.proves(resp) {
 		c.maybeSent = true
+	}
+	if c.last.replayed || resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout {
+		c.unanswered = true
 	}
 	if c.last.replayed && !c.idempotent() {
 		// The base transport sent it again on its own although it could
@@ -316,13 +370,36 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 // within one attempt that the policy forbids resending.
 var errBaseReplayed = errors.New("saferetry: the base transport resent a request that must not be resent; it may have been processed twice")
 
-// unsent: the latest attempt ended in an error that proves the request
-// never reached the server. The proof is that the base transport never got
-// it, or that net/http asked for a connection (so its trace hooks are
-// live) and never obtained one: net/http writes nothing before it has a
-// connection. A base that reports nothing proves nothing.
-func (c *call) unsent() bool {
-	return !c.last.handed || (c.last.askedConn && c.last.conns == 0)
+// unsent: the latest attempt ended in err, which proves the request never
+// reached the server. The proof is that the base transport never got it,
+// or that net/http asked for a connection (so its trace hooks are live),
+// never obtained one (net/http writes nothing before it has one), and
+// failed the way it fails before having one. A base that reports nothing
+// proves nothing.
+func (c *call) unsent(err error) bool {
+	return !c.last.handed || (c.last.askedConn && c.last.conns == 0 && beforeConnection(err))
+}
+
+// beforeConnection: err is of a kind net/http returns before it has a
+// connection: a dial, DNS, proxy CONNECT or TLS handshake failure, or the
+// context ending (or the attempt timing out) while it waited for one.
+func beforeConnection(err error) bool {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && (opErr.Op == "dial" || opErr.Op == "proxyconnect") {
+		return true
+	}
+	var dnsErr *net.DNSError
+	var recordErr tls.RecordHeaderError
+	var verifyErr *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &dnsErr), errors.As(err, &recordErr), errors.As(err, &verifyErr), errors.As(err, &alert):
+		return true
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrAttemptTimeout):
+		return true
+	}
+	return errors.As(err, &timeout) && timeout.Timeout() // net/http's TLS handshake timeout
 }
 
 // proves: the answer shows that the request was not processed. 401 under
@@ -441,7 +518,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	}
 	a := Attempt{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
-		Err: redactError(err), Sent: resp != nil || !c.unsent(), Replayed: c.last.replayed, Retry: retry,
+		Err: redactError(err), Sent: resp != nil || !c.unsent(err), Replayed: c.last.replayed, Retry: retry,
 		BudgetExhausted: c.budgetOut,
 	}
 	if resp != nil {
@@ -494,51 +571,4 @@ func drainAndClose(body io.ReadCloser) {
 	}
 	io.Copy(io.Discard, io.LimitReader(body, 4<<10))
 	body.Close()
-}
-
-// closeOnce passes on the first Close only: a one-shot body may be closed
-// by a signer that read it and again by the base transport.
-type closeOnce struct {
-	c    io.Closer
-	once sync.Once
-	err  error
-}
-
-func (c *closeOnce) Close() error {
-	c.once.Do(func() { c.err = c.c.Close() })
-	return c.err
-}
-
-// bodySource yields the request body for every attempt.
-type bodySource struct {
-	get     func() (io.ReadCloser, error) // nil: no body
-	length  int64
-	oneShot bool          // too large to buffer: one attempt only
-	once    io.ReadCloser // the body of that one attempt
-}
-
-// newBodySource makes the body of req repeatable: through GetBody when the
-// request has it, else by buffering up to limit bytes. A larger body is
-// sent once, as it streams, and never retried. req.Body is closed exactly
-// once, here or by the base transport.
-func newBodySource(req *http.Request, limit int64) (bodySource, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return bodySource{}, nil
-	}
-	if req.GetBody != nil {
-		req.Body.Close()
-		return bodySource{get: req.GetBody, length: req.ContentLength}, nil
-	}
-	buf, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
-	if err != nil {
-		req.Body.Close()
-		return bodySource{}, fmt.Errorf("reading request body: %w", err)
-	}
-	if int64(len(buf)) > limit {
-		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: &closeOnce{c: req.Body}}
-		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
-	}
-	req.Body.Close()
-	get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return bodySource{get: get, length: int64(len(buf))}, nil
 }

@@ -158,23 +158,9 @@ func (s *zeroHashSigner) sign(req *http.Request) (*http.Request, error) {
 // whose context ends is released at once; the body is then closed under
 // the read, as net/http does when it cancels a request.
 func readBody(req *http.Request) ([]byte, error) {
-	type result struct {
-		body []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		body, err := io.ReadAll(req.Body)
-		done <- result{body, err}
-	}()
-	select {
-	case r := <-done:
-		req.Body.Close()
-		return r.body, r.err
-	case <-req.Context().Done():
-		req.Body.Close()
-		return nil, req.Context().Err()
-	}
+	body, err := readWithin(req.Context(), req.Body, -1)
+	req.Body.Close()
+	return body, err
 }
 
 // zeroHashSignature is base64(HMAC-SHA256(secret, ts+method+route+body)).

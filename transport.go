@@ -1,6 +1,7 @@
 package saferetry
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -113,11 +114,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.budget.deposit()
 	}
 	c := newCall(t, req, k, body)
+	c.origin = k.origin
 	stop := context.CancelFunc(func() {})
 	if d := t.cfg.callTimeout; d > 0 {
 		c.ctx, stop = context.WithTimeoutCause(c.ctx, d, &TimeoutError{Limit: d})
 	}
 	return c.run(stop)
+}
+
+// redirectedFrom is the redirect response http.Client is following with
+// req, if any.
+func redirectedFrom(req *http.Request) *http.Response {
+	if req.Response == nil || req.Response.Request == nil {
+		return nil
+	}
+	return req.Response
 }
 
 // errClientTimeout refuses a request sent by an http.Client with a Timeout
@@ -149,6 +160,10 @@ func (e *TimeoutError) Temporary() bool { return true }
 // keyed is the key a request travels with.
 type keyed struct {
 	key string
+	// origin: the key of the keyed request whose redirect (301, 302, 303)
+	// http.Client follows with this one; that request may have been
+	// processed, so this one's failures are reported under its key.
+	origin string
 	// tidy: the header must be rewritten as the one canonical header with
 	// the key (the caller wrote it in another case, twice, or not at all).
 	tidy bool
@@ -166,14 +181,23 @@ func (t *Transport) key(req *http.Request) (keyed, error) {
 		}
 		return keyed{key: values[0], tidy: !canonical}, t.validateKey(values[0])
 	}
+	var origin string
+	if prev := redirectedFrom(req); prev != nil {
+		// http.Client follows a redirect with the caller's headers, not
+		// ours: a 307 or 308 resends the same request, under its key.
+		origin = RequestKey(prev)
+		if origin != "" && prev.Request.Method == req.Method {
+			return keyed{key: origin, tidy: true}, nil
+		}
+	}
 	if !t.cfg.stampAll && !t.cfg.stampMethods[req.Method] {
-		return keyed{}, nil
+		return keyed{origin: origin}, nil
 	}
 	key, err := t.cfg.newKey()
 	if err != nil {
 		return keyed{}, fmt.Errorf("saferetry: generating key: %w", err)
 	}
-	return keyed{key: key, tidy: true}, t.validateKey(key)
+	return keyed{key: key, tidy: true, origin: origin}, t.validateKey(key)
 }
 
 // headerValues collects the values of name under every spelling of it in
@@ -289,7 +313,7 @@ func ServerRequestID(resp *http.Response) string {
 
 func keyOfRequest(req *http.Request) string {
 	if c, ok := req.Context().Value(callInfoKey{}).(*call); ok {
-		return c.key
+		return cmp.Or(c.origin, c.key)
 	}
 	for _, h := range []string{DefaultRequestIDHeader, ChiftRequestIDHeader, ZeroHashRequestIDHeader} {
 		if v := req.Header.Get(h); v != "" {

@@ -362,7 +362,7 @@ func TestWhatIsRetried(t *testing.T) {
 }
 
 func TestRetriesExhaustedReturnLastResponse(t *testing.T) {
-	mt, api := newMockAPI(t, DefaultRequestIDHeader, answer(503, "first"), answer(502, "second"), answer(503, "last one"))
+	mt, api := newMockAPI(t, DefaultRequestIDHeader, answer(503, "first"), answer(429, "second"), answer(503, "last one"))
 	tr := newTestTransport(t, mt, WithMaxRetries(2))
 	resp, err := tr.RoundTrip(newPost(t, "{}"))
 	if err != nil {

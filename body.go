@@ -1,0 +1,149 @@
+package saferetry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// noReplayBody is an empty body that is not http.NoBody: net/http can
+// neither rewind it nor treat the request as bodiless, so it never resends
+// the request on its own. On HTTP/1.1 it leaves as an empty chunked body.
+type noReplayBody struct{}
+
+func (noReplayBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (noReplayBody) Close() error             { return nil }
+
+// closeOnce passes on the first Close only: a one-shot body may be closed
+// by a signer that read it and again by the base transport.
+type closeOnce struct {
+	c    io.Closer
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.c.Close() })
+	return c.err
+}
+
+// bodySource yields the request body for every attempt.
+type bodySource struct {
+	get     func() (io.ReadCloser, error) // nil: no body
+	length  int64
+	callers bool          // get is the caller's GetBody: its bodies may hold resources
+	oneShot bool          // too large to buffer: one attempt only
+	once    io.ReadCloser // the body of that one attempt
+}
+
+// newBodySource makes the body of req repeatable: through GetBody when the
+// request has it, else by buffering up to limit bytes. A larger body is
+// sent once, as it streams, and never retried. req.Body is closed exactly
+// once, here or by the base transport.
+func newBodySource(req *http.Request, limit int64) (bodySource, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return bodySource{}, nil
+	}
+	if req.GetBody != nil {
+		req.Body.Close()
+		return bodySource{get: req.GetBody, length: req.ContentLength, callers: true}, nil
+	}
+	buf, err := readWithin(req.Context(), req.Body, limit+1)
+	if err != nil {
+		req.Body.Close() // also stops a read the context cut short
+		return bodySource{}, fmt.Errorf("reading request body: %w", err)
+	}
+	if int64(len(buf)) > limit {
+		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: &closeOnce{c: req.Body}}
+		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
+	}
+	req.Body.Close()
+	get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	return bodySource{get: get, length: int64(len(buf))}, nil
+}
+
+// heldBodies keeps the bodies the caller's GetBody handed out for one
+// call. net/http's HTTP/2 transport rewinds a body through GetBody to
+// resend a request and, when that resend is then given up (the connection
+// is unusable, the context ends), never closes the new body. At the end of
+// the call every body nobody started reading is closed; the others belong
+// to a RoundTrip, which closes them. Each is closed once at most.
+type heldBodies struct {
+	mu     sync.Mutex
+	bodies []*heldBody
+}
+
+type heldBody struct {
+	io.ReadCloser
+	read  atomic.Bool
+	close closeOnce
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
+}
+
+func (b *heldBody) Close() error { return b.close.Close() }
+
+// get calls the caller's GetBody and keeps what it returns.
+func (h *heldBodies) get(getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
+	rc, err := getBody()
+	if err != nil || rc == nil || rc == http.NoBody {
+		return rc, err
+	}
+	b := &heldBody{ReadCloser: rc}
+	b.close.c = rc
+	h.mu.Lock()
+	h.bodies = append(h.bodies, b)
+	h.mu.Unlock()
+	return b, nil
+}
+
+// closeUnread closes the bodies that were handed out and never read.
+func (h *heldBodies) closeUnread() {
+	h.mu.Lock()
+	bodies := h.bodies
+	h.bodies = nil
+	h.mu.Unlock()
+	for _, b := range bodies {
+		if !b.read.Load() {
+			b.Close()
+		}
+	}
+}
+
+// readWithin reads up to limit bytes of r (all of it when limit < 0). A
+// streamed body may stall as long as its writer likes, so under a context
+// that can end it is read on another goroutine, and a caller whose context
+// ends is released at once with the context's error. The caller then
+// closes r, which stops the read, as net/http does when it cancels a
+// request.
+func readWithin(ctx context.Context, r io.Reader, limit int64) ([]byte, error) {
+	var src io.Reader = r
+	if limit >= 0 {
+		src = io.LimitReader(r, limit)
+	}
+	if ctx.Done() == nil {
+		return io.ReadAll(src)
+	}
+	type result struct {
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		body, err := io.ReadAll(src)
+		done <- result{body, err}
+	}()
+	select {
+	case res := <-done:
+		return res.body, res.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
