@@ -130,6 +130,9 @@ func (c *call) authenticate(req *http.Request) (*http.Request, error) {
 // did on the wire.
 func (c *call) observe(t trace) {
 	c.last = t
+	if t.askedConn && !c.t.hooksSeen.Load() {
+		c.t.hooksSeen.Store(true)
+	}
 }
 
 // wireWatch collects the httptrace events of the current attempt; net/http

@@ -306,25 +306,32 @@ func TestHTTP2CancelAfterProcessingIsOutcomeUnknown(t *testing.T) {
 
 // Kind 3a: a request that must not be resent reaches the base with no
 // means to rewind it (no GetBody, never a nil body), and a replay that
-// happens anyway ends as ErrOutcomeUnknown.
+// happens anyway ends as ErrOutcomeUnknown. A base whose trace hooks never
+// fired gets no means to resend anything: its resends could not be seen.
 func TestNoReplayableRequestForForbiddenResend(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		opts   []Option
-		body   bool
-		replay bool
+		name     string
+		opts     []Option
+		body     bool
+		hookless bool
+		replay   bool
 	}{
-		{"zerohash POST with a body", []Option{WithZeroHashRequestID()}, true, false},
-		{"zerohash POST without a body", []Option{WithZeroHashRequestID()}, false, false},
-		{"custom header POST", []Option{WithRequestIDHeader("X-Op")}, true, false},
-		{"unkeyed POST", []Option{WithStampedMethods("PUT")}, false, false},
-		{"default header POST", nil, true, true},
-		{"deduplicated custom header", []Option{WithRequestIDHeader("X-Op"), WithServerDeduplication()}, false, true},
+		{"zerohash POST with a body", []Option{WithZeroHashRequestID()}, true, false, false},
+		{"zerohash POST without a body", []Option{WithZeroHashRequestID()}, false, false, false},
+		{"custom header POST", []Option{WithRequestIDHeader("X-Op")}, true, false, false},
+		{"unkeyed POST", []Option{WithStampedMethods("PUT")}, false, false, false},
+		{"default header POST", nil, true, false, true},
+		{"deduplicated custom header", []Option{WithRequestIDHeader("X-Op"), WithServerDeduplication()}, false, false, true},
+		{"default header POST, hook-less base", nil, true, true, false},
+		{"default header POST without a body, hook-less base", nil, false, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var seen *http.Request
 			base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
 				seen = req
+				if !tc.hookless {
+					wroteHeaders(req)
+				}
 				return &http.Response{StatusCode: 200, Body: http.NoBody, Request: req}, nil
 			})
 			tr := newTestTransport(t, base, tc.opts...)
@@ -332,9 +339,11 @@ func TestNoReplayableRequestForForbiddenResend(t *testing.T) {
 			if tc.body {
 				body = strings.NewReader("{}")
 			}
-			req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", body)
-			if _, err := tr.RoundTrip(req); err != nil {
-				t.Fatal(err)
+			for range 2 { // the first request shows whether the hooks fire
+				req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", body)
+				if _, err := tr.RoundTrip(req); err != nil {
+					t.Fatal(err)
+				}
 			}
 			replayable := seen.GetBody != nil || seen.Body == nil || seen.Body == http.NoBody
 			if replayable != tc.replay {

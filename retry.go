@@ -104,9 +104,11 @@ func (c *call) mayResend() bool {
 
 // baseMayReplay: net/http may resend this attempt on its own (HTTP/1
 // after a reused connection failed, HTTP/2 after a stream reset). Only
-// when the call itself could resend it.
+// when the call itself could resend it, and only through a base whose
+// trace hooks fire: a resend nobody sees would hide an attempt that may
+// have been processed.
 func (c *call) baseMayReplay() bool {
-	return c.idempotent() && !c.body.oneShot
+	return c.idempotent() && !c.body.oneShot && c.t.hooksSeen.Load()
 }
 
 // nextWait is the next jittered exponential wait. The schedule is set up

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,6 +24,10 @@ type Transport struct {
 	cfg    config
 	auth   *chiftAuth   // nil without WithChiftAuth
 	budget *retryBudget // nil with WithoutRetryBudget
+	// hooksSeen: the base has fired net/http's trace hooks, so a resend it
+	// makes on its own within an attempt can be seen. Until then it gets
+	// no means to resend anything.
+	hooksSeen atomic.Bool
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
