@@ -21,13 +21,16 @@ var (
 	// holds the status the original request produced.
 	ErrRequestAlreadyProcessed = errors.New("saferetry: request already processed")
 
-	// ErrRequestInProcess: the server still reported the original request with
-	// this key as in process (Chift 409 REQUEST_IN_PROCESS, or a bare 409 from
-	// an Idempotency-Key server) after the retries were spent.
+	// ErrRequestInProcess: Chift still reported the original request with
+	// this key as in process (409 REQUEST_IN_PROCESS) after the retries were
+	// spent. A bare 409 is never read this way: it comes back as the
+	// response.
 	ErrRequestInProcess = errors.New("saferetry: request still in process")
 
-	// ErrDuplicateClientTransferID: zerohash refused a transfer because its
-	// client_transfer_id is not unique.
+	// ErrDuplicateClientTransferID: zerohash holds a transfer under this
+	// client_transfer_id that is not this one (other accounts, asset or
+	// amount). A duplicate answer for this very transfer is resolved by a
+	// lookup (OutcomeRecovered), not returned.
 	ErrDuplicateClientTransferID = errors.New("saferetry: client_transfer_id is not unique")
 
 	// ErrOutcomeUnknown: a request that may have reached the server failed in

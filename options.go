@@ -52,13 +52,14 @@ func inRange(d, lo, hi time.Duration) bool { return d >= lo && d <= hi }
 type Option func(*config) error
 
 type config struct {
-	header          string
+	header          string // canonical, as net/http keys it
+	headerShown     string // as the option or API document spells it, for messages
 	stampAll        bool
 	stampMethods    map[string]bool
 	keyDeduplicates bool // the server dedups on the key: a keyed request is idempotent
 	draftConflicts  bool // a bare 409 after an unknown outcome may be the IETF draft's "in progress": waited out
 	keyMustBeUUID   bool
-	rateLimitFirst  bool // a 429 means the request was not processed
+	rateLimitFirst  bool // zerohash: a 429, or a 503 with zh-allow-retry, means the request was not processed
 	maxRetries      int
 	backoffInitial  time.Duration
 	backoffMax      time.Duration
@@ -93,6 +94,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		header:          DefaultRequestIDHeader,
+		headerShown:     DefaultRequestIDHeader,
 		stampMethods:    map[string]bool{http.MethodPost: true, http.MethodPatch: true},
 		keyDeduplicates: true,
 		draftConflicts:  true,
@@ -197,7 +199,7 @@ func WithRequestIDHeader(name string) Option {
 		if err := checkKeyHeaderName(name); err != nil {
 			return fmt.Errorf("saferetry: WithRequestIDHeader: %w", err)
 		}
-		c.header = textproto.CanonicalMIMEHeaderKey(name)
+		c.header, c.headerShown = textproto.CanonicalMIMEHeaderKey(name), name
 		c.draftConflicts = c.header == DefaultRequestIDHeader
 		c.keyDeduplicates = c.draftConflicts
 		c.choose("header "+c.header, "WithRequestIDHeader")
@@ -253,7 +255,7 @@ func checkKeyHeaderName(name string) error {
 // come back to REQUEST_IN_PROCESS.
 func WithChift() Option {
 	return func(c *config) error {
-		c.header = textproto.CanonicalMIMEHeaderKey(ChiftRequestIDHeader)
+		c.header, c.headerShown = textproto.CanonicalMIMEHeaderKey(ChiftRequestIDHeader), ChiftRequestIDHeader
 		c.keyDeduplicates = true
 		c.draftConflicts = false
 		c.choose("chift", "WithChift")
@@ -272,7 +274,7 @@ func WithChift() Option {
 // lookup-before-repost recipe on top.
 func WithZeroHashRequestID() Option {
 	return func(c *config) error {
-		c.header = ZeroHashRequestIDHeader
+		c.header, c.headerShown = ZeroHashRequestIDHeader, ZeroHashRequestIDHeader
 		c.stampAll = true
 		c.keyDeduplicates = false
 		c.draftConflicts = false

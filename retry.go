@@ -415,7 +415,7 @@ func (c *call) proves(resp *http.Response) bool {
 	case http.StatusTooManyRequests:
 		return c.t.cfg.rateLimitFirst
 	case http.StatusServiceUnavailable:
-		return resp.Header.Get("Zh-Allow-Retry") == "true"
+		return c.t.cfg.rateLimitFirst && resp.Header.Get("Zh-Allow-Retry") == "true"
 	}
 	return false
 }

@@ -138,8 +138,8 @@ func redirectedFrom(req *http.Request) *http.Response {
 
 // errClientTimeout refuses a request sent by an http.Client with a Timeout
 // (or a deprecated Request.Cancel) around a bare Transport.
-var errClientTimeout = errors.New("saferetry: the request has Request.Cancel set, as http.Client does when its Timeout runs over a transport it does not know; " +
-	"its timer would hide ErrOutcomeUnknown and the key: build the client with saferetry.Wrap, which moves the Timeout into the Transport, or bound the request with a context deadline")
+var errClientTimeout = errors.New("saferetry: the http.Client sending this request has a Timeout (net/http marks the request with Request.Cancel), and its timer would replace ErrOutcomeUnknown and the key by a plain string: " +
+	"build the client with saferetry.Wrap, which moves the Timeout into the Transport, or set Timeout 0 and bound requests with a context deadline or WithAttemptTimeout")
 
 // TimeoutError is the cause of a request ended by the Timeout of the
 // http.Client that Wrap or NewClient wrapped. It matches
@@ -182,7 +182,7 @@ func (t *Transport) key(req *http.Request) (keyed, error) {
 	values, canonical := headerValues(req.Header, t.cfg.header)
 	if len(values) > 0 {
 		if v := distinctValues(values); len(v) > 1 {
-			return keyed{}, fmt.Errorf("%w: %d different %s values on the request (%s); one is needed", ErrInvalidKey, len(v), t.cfg.header, strings.Join(v, ", "))
+			return keyed{}, fmt.Errorf("%w: %d different %s values on the request (%s); one is needed", ErrInvalidKey, len(v), t.cfg.headerShown, strings.Join(v, ", "))
 		}
 		return keyed{key: values[0], tidy: !canonical}, t.validateKey(values[0])
 	}
@@ -244,11 +244,11 @@ func withKey(h http.Header, name, key string) http.Header {
 
 func (t *Transport) validateKey(key string) error {
 	if err := validateKey(key); err != nil {
-		return fmt.Errorf("%w in %s: %s", ErrInvalidKey, t.cfg.header, err)
+		return fmt.Errorf("%w in %s: %s", ErrInvalidKey, t.cfg.headerShown, err)
 	}
 	if t.cfg.keyMustBeUUID {
 		if u, err := uuid.Parse(key); err != nil || u.Version() != 4 || len(key) != 36 {
-			return fmt.Errorf("%w in %s: %q is not a UUIDv4", ErrInvalidKey, t.cfg.header, key)
+			return fmt.Errorf("%w in %s: %q is not a UUIDv4 (zerohash asks for one)", ErrInvalidKey, t.cfg.headerShown, key)
 		}
 	}
 	return nil
