@@ -141,12 +141,27 @@ func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreate
 	for posts := 1; ; posts++ {
 		created, again, err := s.post(ctx, in)
 		if !again || posts == maxChiftPosts {
-			return created, err
+			return s.settle(ctx, in, created, err)
 		}
 		if sleep(ctx, wait.NextBackOff()) != nil {
 			return nil, err
 		}
 	}
+}
+
+// settle asks the monitoring log before giving up on a post whose outcome
+// the transport could not learn (a timeout after sending, say): the log may
+// know it was processed.
+func (s *ChiftService) settle(ctx context.Context, in ChiftCreate, created *ChiftCreated, err error) (*ChiftCreated, error) {
+	var asked *OutcomeError
+	if !errors.Is(err, ErrOutcomeUnknown) || errors.As(err, &asked) || ctx.Err() != nil {
+		return created, err
+	}
+	created, _, logErr := s.recover(ctx, in, false)
+	if logErr != nil && errors.Is(logErr, ErrTransactionNotFound) {
+		return nil, &OutcomeError{Key: in.RequestID, Reason: "the post may have reached Chift, whose log does not know the request (yet)", Err: err}
+	}
+	return created, logErr
 }
 
 // maxChiftPosts bounds the posts of one Create when the transport's own
