@@ -361,10 +361,10 @@ func TestConfigCancelWhileBufferingBody(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second): // only a guard: a working cancel returns at once
 		pw.CloseWithError(errors.New("released by the test"))
 		err := <-done
-		t.Fatalf("the caller cancelled, but the call returned only when the test released the body 5 s later (err %v)", err)
+		t.Fatalf("the caller cancelled, but the call returned only when the test released the body 30 s later (err %v)", err)
 	}
 }
 
@@ -393,7 +393,8 @@ func TestConfigDoJSONBodyLostAfterCreate(t *testing.T) {
 		cut  bool
 	}{
 		{"body cut off", nil, true},
-		{"client Timeout during the body", []saferetry.Option{saferetry.WithHTTPClient(&http.Client{Timeout: 300 * time.Millisecond})}, false},
+		// The answer's head must beat the Timeout: promptTimeout, not less.
+		{"client Timeout during the body", []saferetry.Option{saferetry.WithHTTPClient(&http.Client{Timeout: promptTimeout})}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := newRigLedger()
@@ -711,7 +712,7 @@ func TestConfigHoldsExpectContinueOneShotUnderChiftAuth(t *testing.T) {
 	// possibly after RoundTrip returned.
 	select {
 	case <-body.notify:
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second): // only a guard
 	}
 	if resp.StatusCode != http.StatusUnauthorized || l.total() != 0 || body.closes() != 1 {
 		t.Fatalf("status %d, processed %d, body closed %d", resp.StatusCode, l.total(), body.closes())
@@ -742,7 +743,9 @@ func TestConfigHoldsNoKeepAlivesOneShotSigned(t *testing.T) {
 // timeout: the first holds the only connection while the others wait in
 // net/http's queue and time out there. Nothing is processed twice; a POST
 // the server never saw may say "not sent"; every one it processed says
-// ErrOutcomeUnknown (or succeeded).
+// ErrOutcomeUnknown (or succeeded). The first has no attempt timeout, so
+// that it reaches the server and holds the connection however slow the
+// machine.
 func TestConfigHoldsOneConnectionManyCallers(t *testing.T) {
 	l := newRigLedger()
 	release := make(chan struct{})
@@ -759,6 +762,10 @@ func TestConfigHoldsOneConnectionManyCallers(t *testing.T) {
 	})
 	base := &http.Transport{MaxConnsPerHost: 1}
 	defer base.CloseIdleConnections()
+	holder, err := saferetry.Wrap(&http.Client{Transport: base}, saferetry.WithZeroHashRequestID())
+	if err != nil {
+		t.Fatal(err)
+	}
 	hc, err := saferetry.Wrap(&http.Client{Transport: base}, saferetry.WithZeroHashRequestID(),
 		saferetry.WithAttemptTimeout(50*time.Millisecond), saferetry.WithBackoff(fastRetries, fastRetries), saferetry.WithMaxRetries(2))
 	if err != nil {
@@ -769,7 +776,7 @@ func TestConfigHoldsOneConnectionManyCallers(t *testing.T) {
 		err error
 	}
 	results := make(chan result, 6)
-	call := func() {
+	call := func(hc *http.Client) {
 		resp, err := hc.Post(srv.URL+"/transfers", "application/json", strings.NewReader(`{}`))
 		key := saferetry.KeyFromError(err)
 		if resp != nil {
@@ -778,10 +785,10 @@ func TestConfigHoldsOneConnectionManyCallers(t *testing.T) {
 		}
 		results <- result{key, err}
 	}
-	go call()
+	go call(holder)
 	<-first
 	for range 5 {
-		go call()
+		go call(hc)
 	}
 	got := make([]result, 0, 6)
 	for range 5 {
