@@ -99,11 +99,12 @@ func (c *call) dropBody(req *http.Request) {
 	}
 }
 
-// withRequest makes sure resp names the request it answers, which is how
-// RequestKey finds the key; net/http sets it, other transports may not.
+// withRequest makes sure resp names the request it answers, carrying the
+// call, which is how RequestKey finds the key; net/http sets it, other
+// transports may not, or may set one whose context they replaced.
 func withRequest(resp *http.Response, req *http.Request) *http.Response {
-	if resp != nil && resp.Request == nil {
-		resp.Request = req
+	if resp.Request == nil || resp.Request.Context().Value(callInfoKey{}) == nil {
+		resp.Request = req // a base that swapped the context would hide the key
 	}
 	return resp
 }
@@ -130,8 +131,8 @@ func (c *call) authenticate(req *http.Request) (*http.Request, error) {
 // did on the wire.
 func (c *call) observe(t trace) {
 	c.last = t
-	if t.askedConn && !c.t.hooksSeen.Load() {
-		c.t.hooksSeen.Store(true)
+	if t.askedConn && !c.t.hooksFire(c.req.URL) {
+		c.t.hooksSeen.Store(originOf(c.req.URL), true)
 	}
 }
 

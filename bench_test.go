@@ -83,7 +83,7 @@ func BenchmarkStampKey(b *testing.B) {
 	req := benchRequest()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := tr.key(req); err != nil {
+		if _, err := tr.key(req, hop{}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -2,6 +2,7 @@ package saferetry
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -250,7 +251,8 @@ func TestNewClientBaseURL(t *testing.T) {
 func TestWrap(t *testing.T) {
 	t.Run("does not modify the client", func(t *testing.T) {
 		base := &recordingTransport{}
-		redirect := func(*http.Request, []*http.Request) error { return nil }
+		errStop := errors.New("stop")
+		redirect := func(*http.Request, []*http.Request) error { return errStop }
 		orig := &http.Client{Transport: base, Timeout: 7 * time.Second, CheckRedirect: redirect}
 		wrapped, err := Wrap(orig, WithMaxRetries(1))
 		if err != nil {
@@ -275,8 +277,8 @@ func TestWrap(t *testing.T) {
 		if tr.base != base {
 			t.Errorf("wrapped transport's base = %T, want the original transport", tr.base)
 		}
-		if reflect.ValueOf(wrapped.CheckRedirect).Pointer() != reflect.ValueOf(redirect).Pointer() {
-			t.Error("wrapped client lost the CheckRedirect")
+		if err := wrapped.CheckRedirect(&http.Request{}, []*http.Request{{Method: "GET"}}); !errors.Is(err, errStop) {
+			t.Errorf("wrapped CheckRedirect returned %v, want the caller's policy's answer", err)
 		}
 		if wrapped.Timeout != 0 || tr.cfg.callTimeout != 7*time.Second {
 			t.Errorf("Timeout %v on the copy, %v in the Transport; want it moved into the Transport", wrapped.Timeout, tr.cfg.callTimeout)

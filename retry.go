@@ -1,6 +1,7 @@
 package saferetry
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -108,7 +109,7 @@ func (c *call) mayResend() bool {
 // trace hooks fire: a resend nobody sees would hide an attempt that may
 // have been processed.
 func (c *call) baseMayReplay() bool {
-	return c.idempotent() && !c.body.oneShot && c.t.hooksSeen.Load()
+	return c.idempotent() && !c.body.oneShot && c.t.hooksFire(c.req.URL)
 }
 
 // nextWait is the next jittered exponential wait. The schedule is set up
@@ -203,7 +204,7 @@ func (c *call) request() *http.Request {
 	// A shallow copy: only the header map is written to, so only it is
 	// copied; a full Clone would copy the URL and more on every request.
 	clone := c.req.WithContext(ctx)
-	if c.key != "" && c.tidy {
+	if c.tidy {
 		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.key)
 	}
 	clone.RequestURI = ""
@@ -295,37 +296,63 @@ func (c *call) checkRetry(resp *http.Response, err error) (bool, error) {
 	if final == nil {
 		final = c.pending
 	}
-	if final == nil && resp != nil && c.silentAfterMaybe(resp) {
+	if final == nil && resp != nil && c.answerUnknown(resp) {
 		final = c.unknownAnswer(resp)
 	}
 	return false, final
 }
 
-// silentAfterMaybe: an earlier attempt of this keyed request may have been
-// processed without an answer (or net/http resent this one), and the last
-// answer says nothing about the key: a 5xx, 401, 407, 408 or 429 comes
-// from a layer that did not look the key up. Handed back as it is, it
-// would read as "failed" for a request that may exist; a caller retrying
-// under a new key would create it twice.
-func (c *call) silentAfterMaybe(resp *http.Response) bool {
-	if c.key == "" || !c.t.cfg.keyDeduplicates || !(c.unansweredBefore || c.last.replayed) {
+// answerUnknown: the last answer, about to be handed back, does not tell
+// what became of a request that may have been processed, and handed back
+// as it is it would read as "failed": a caller retrying under a new key
+// would create it twice. That is:
+//   - a gateway's 502 or 504 to a keyed request that changes something:
+//     the origin may have processed it;
+//   - a 5xx, 401, 403, 407, 408, 421 or 429 (from a layer that did not look
+//     the key up) after an attempt of this keyed request that may have been
+//     processed without an answer, or after net/http resent it;
+//   - any error status to a request that follows the redirect of a keyed
+//     request (a 303's GET): the earlier request may have been processed.
+func (c *call) answerUnknown(resp *http.Response) bool {
+	s := resp.StatusCode
+	switch {
+	case c.origin != "":
+		return s >= 400
+	case c.key == "" || !c.mutates():
 		return false
-	}
-	switch s := resp.StatusCode; {
-	case s >= 500:
-		return true
-	case s == http.StatusUnauthorized, s == http.StatusProxyAuthRequired,
-		s == http.StatusRequestTimeout, s == http.StatusTooManyRequests:
+	case s == http.StatusBadGateway || s == http.StatusGatewayTimeout:
 		return true
 	}
-	return false
+	return (c.unansweredBefore || c.last.replayed) && silentOnKey(s)
 }
 
-// unknownAnswer is the error for silentAfterMaybe: ErrOutcomeUnknown with
-// the key, the last answer inside as an *APIError.
+// silentOnKey: a status that comes from a layer that did not look the key
+// up (a proxy, a load balancer, the authentication), so says nothing of an
+// earlier attempt under it.
+func silentOnKey(status int) bool {
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusProxyAuthRequired,
+		http.StatusRequestTimeout, http.StatusMisdirectedRequest, http.StatusTooManyRequests:
+		return true
+	}
+	return status >= 500
+}
+
+// mutates: the method may change something on the server.
+func (c *call) mutates() bool {
+	switch strings.ToUpper(c.req.Method) {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return false
+	}
+	return true
+}
+
+// unknownAnswer is the error for answerUnknown: ErrOutcomeUnknown with the
+// key (the chain's first, after a redirect), the last answer inside as an
+// *APIError.
 func (c *call) unknownAnswer(resp *http.Response) error {
 	return &RequestError{
-		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Attempts: c.attempt,
+		Method: c.req.Method, URL: redactURL(c.req), Key: cmp.Or(c.origin, c.key), Attempts: c.attempt,
 		MaybeSent: true, BudgetExhausted: c.budgetOut, Err: c.apiError(resp),
 	}
 }
@@ -383,8 +410,9 @@ func (c *call) unsent(err error) bool {
 }
 
 // beforeConnection: err is of a kind net/http returns before it has a
-// connection: a dial, DNS, proxy CONNECT or TLS handshake failure, or the
-// context ending (or the attempt timing out) while it waited for one.
+// connection: a dial, DNS, proxy CONNECT or TLS handshake failure. The
+// context ending (or the attempt timing out) is not one: a base may have
+// sent the request by another path meanwhile.
 func beforeConnection(err error) bool {
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && (opErr.Op == "dial" || opErr.Op == "proxyconnect") {
@@ -399,7 +427,7 @@ func beforeConnection(err error) bool {
 	case errors.As(err, &dnsErr), errors.As(err, &recordErr), errors.As(err, &verifyErr), errors.As(err, &alert):
 		return true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrAttemptTimeout):
-		return true
+		return false
 	}
 	return errors.As(err, &timeout) && timeout.Timeout() // net/http's TLS handshake timeout
 }

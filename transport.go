@@ -7,9 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,10 +25,18 @@ type Transport struct {
 	cfg    config
 	auth   *chiftAuth   // nil without WithChiftAuth
 	budget *retryBudget // nil with WithoutRetryBudget
-	// hooksSeen: the base has fired net/http's trace hooks, so a resend it
-	// makes on its own within an attempt can be seen. Until then it gets
-	// no means to resend anything.
-	hooksSeen atomic.Bool
+	// hooksSeen holds the origins (scheme://host) for which the base has
+	// fired net/http's trace hooks, so a resend it makes on its own within
+	// an attempt can be seen. Until then requests to an origin give it no
+	// means to resend anything.
+	hooksSeen sync.Map
+}
+
+func originOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+func (t *Transport) hooksFire(u *url.URL) bool {
+	_, ok := t.hooksSeen.Load(originOf(u))
+	return ok
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -89,6 +98,7 @@ func wrap(c *http.Client, cfg config) (*http.Client, *Transport, error) {
 	}
 	wrapped := *c
 	wrapped.Transport, wrapped.Timeout = t, 0
+	wrapped.CheckRedirect = checkRedirect(c.CheckRedirect)
 	return &wrapped, t, nil
 }
 
@@ -106,7 +116,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errClientTimeout
 	}
-	k, err := t.key(req)
+	h := hopOf(req)
+	k, err := t.key(req, h)
 	if err != nil {
 		closeBody(req)
 		return nil, err
@@ -119,21 +130,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.budget.deposit()
 	}
 	c := newCall(t, req, k, body)
-	c.origin = k.origin
+	c.inherit(h, k.origin)
 	stop := context.CancelFunc(func() {})
 	if d := t.cfg.callTimeout; d > 0 {
 		c.ctx, stop = context.WithTimeoutCause(c.ctx, d, &TimeoutError{Limit: d})
 	}
 	return c.run(stop)
-}
-
-// redirectedFrom is the redirect response http.Client is following with
-// req, if any.
-func redirectedFrom(req *http.Request) *http.Response {
-	if req.Response == nil || req.Response.Request == nil {
-		return nil
-	}
-	return req.Response
 }
 
 // errClientTimeout refuses a request sent by an http.Client with a Timeout
@@ -170,7 +172,8 @@ type keyed struct {
 	// processed, so this one's failures are reported under its key.
 	origin string
 	// tidy: the header must be rewritten as the one canonical header with
-	// the key (the caller wrote it in another case, twice, or not at all).
+	// the key (the caller wrote it in another case, twice, or not at all),
+	// or, with no key, removed (a copy of an earlier request's key).
 	tidy bool
 }
 
@@ -178,31 +181,30 @@ type keyed struct {
 // case of the name), a new one if its method is stamped, or "" when it gets
 // none. net/http's nil marker (Header[name] = nil: "idempotent, send no
 // header") counts as no key.
-func (t *Transport) key(req *http.Request) (keyed, error) {
+func (t *Transport) key(req *http.Request, h hop) (keyed, error) {
 	values, canonical := headerValues(req.Header, t.cfg.header)
+	if h.origin != "" {
+		// http.Client copied the caller's key onto the new request: it is
+		// the earlier request's key, not this one's.
+		values = slices.DeleteFunc(values, func(v string) bool { return v == h.origin })
+	}
 	if len(values) > 0 {
 		if v := distinctValues(values); len(v) > 1 {
 			return keyed{}, fmt.Errorf("%w: %d different %s values on the request (%s); one is needed", ErrInvalidKey, len(v), t.cfg.headerShown, strings.Join(v, ", "))
 		}
-		return keyed{key: values[0], tidy: !canonical}, t.validateKey(values[0])
+		return keyed{key: values[0], tidy: !canonical, origin: h.origin}, t.validateKey(values[0])
 	}
-	var origin string
-	if prev := redirectedFrom(req); prev != nil {
-		// http.Client follows a redirect with the caller's headers, not
-		// ours: a 307 or 308 resends the same request, under its key.
-		origin = RequestKey(prev)
-		if origin != "" && prev.Request.Method == req.Method {
-			return keyed{key: origin, tidy: true}, nil
-		}
+	if h.same != nil {
+		return keyed{key: h.same.key, tidy: true}, nil // a 307 or 308: the same request
 	}
-	if !t.cfg.stampAll && !t.cfg.stampMethods[req.Method] {
-		return keyed{origin: origin}, nil
+	if !t.cfg.stampAll && !t.cfg.stampMethods[strings.ToUpper(req.Method)] {
+		return keyed{origin: h.origin, tidy: h.origin != "" && !canonical}, nil
 	}
 	key, err := t.cfg.newKey()
 	if err != nil {
 		return keyed{}, fmt.Errorf("saferetry: generating key: %w", err)
 	}
-	return keyed{key: key, tidy: true, origin: origin}, t.validateKey(key)
+	return keyed{key: key, tidy: true, origin: h.origin}, t.validateKey(key)
 }
 
 // headerValues collects the values of name under every spelling of it in
@@ -229,8 +231,8 @@ func distinctValues(values []string) []string {
 	return out
 }
 
-// withKey returns a copy of h with key as the only value of name, every
-// other spelling of name removed.
+// withKey returns a copy of h with key as the only value of name (none if
+// key is ""), every other spelling of name removed.
 func withKey(h http.Header, name, key string) http.Header {
 	out := make(http.Header, len(h)+1)
 	for k, vs := range h {
@@ -238,7 +240,9 @@ func withKey(h http.Header, name, key string) http.Header {
 			out[k] = vs
 		}
 	}
-	out[name] = []string{key}
+	if key != "" {
+		out[name] = []string{key}
+	}
 	return out
 }
 
