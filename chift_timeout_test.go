@@ -19,7 +19,7 @@ func TestChiftCreateUnderClientTimeoutAsksTheLog(t *testing.T) {
 	srv.SlowDelay = time.Hour // held until ReleaseSlowCommits
 	srv.Script(saferetrytest.FaultSlowCommit)
 	client, err := saferetry.NewClient(srv.URL,
-		saferetry.WithHTTPClient(&http.Client{Timeout: 300 * time.Millisecond}),
+		saferetry.WithHTTPClient(&http.Client{Timeout: time.Second}),
 		saferetry.WithChiftAuth(creds(srv)),
 		saferetry.WithBackoff(5*time.Millisecond, 20*time.Millisecond))
 	if err != nil {
