@@ -32,6 +32,7 @@ type config struct {
 	callers           int
 	allocN            int
 	outageN           int
+	createsN          int     // logical creates per flow in the create outage
 	warmup            float64 // share of the outage run left out of the steady state
 	flakyN            int
 	flakyCallers      int
@@ -43,12 +44,12 @@ type config struct {
 func newConfig(quick bool) config {
 	c := config{
 		quick: quick, rounds: 81, seqN: 1500, concN: 3000, callers: 32, allocN: 3000,
-		outageN: 20000, warmup: 0.2, flakyN: 2000, flakyCallers: 16, faultRate: 0.2, seed: 1,
+		outageN: 20000, createsN: 5000, warmup: 0.2, flakyN: 2000, flakyCallers: 16, faultRate: 0.2, seed: 1,
 		transfersPerFault: 50,
 	}
 	if quick {
 		c.rounds, c.seqN, c.concN, c.allocN = 15, 1000, 2000, 1000
-		c.outageN, c.flakyN, c.transfersPerFault = 5000, 400, 10
+		c.outageN, c.createsN, c.flakyN, c.transfersPerFault = 5000, 1500, 400, 10
 	}
 	return c
 }
@@ -59,6 +60,7 @@ type results struct {
 	outage    []outageRow
 	flaky     []flakyRow
 	transfers []transferRow
+	creates   []createOutageRow
 	elapsed   time.Duration
 }
 
@@ -66,7 +68,13 @@ func main() {
 	quick := flag.Bool("quick", false, "smaller runs: about a minute")
 	out := flag.String("out", "", "also write the markdown report to this file")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the happy-path scenario to this file")
+	createsOnly := flag.Bool("creates", false, "only the create flows in an outage: requests per logical create")
 	flag.Parse()
+	if *createsOnly {
+		cfg := newConfig(*quick)
+		reportCreateOutage(os.Stdout, cfg, runCreateOutage(cfg))
+		return
+	}
 	if err := run(newConfig(*quick), *out, *cpuprofile); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -83,6 +91,8 @@ func run(cfg config, out, cpuprofile string) error {
 	progress("happy path done")
 	r.outage = runOutage(cfg)
 	progress("outage done")
+	r.creates = runCreateOutage(cfg)
+	progress("create outage done")
 	r.flaky = runFlaky(cfg)
 	progress("flaky server done")
 	r.transfers = runTransfers(cfg)

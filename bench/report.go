@@ -22,13 +22,14 @@ func report(w io.Writer, cfg config, r results) {
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), versions())
 	reportOverhead(w, cfg, r.overhead)
 	reportOutage(w, cfg, r.outage)
+	reportCreateOutage(w, cfg, r.creates)
 	reportFlaky(w, cfg, r.flaky)
 	reportTransfers(w, r.transfers)
 	reportGoals(w, r)
 	raw, sr := r.overhead[0], r.overhead[len(r.overhead)-1]
-	fmt.Fprintf(w, "overhead_ratio=%.3f allocs_extra=%d amplification_outage=%.3f success_flaky=%.4f duplicates=%d\n",
+	fmt.Fprintf(w, "overhead_ratio=%.3f allocs_extra=%d amplification_outage=%.3f creates_outage_chift=%.3f creates_outage_zerohash=%.3f success_flaky=%.4f duplicates=%d\n",
 		sr.seqRatio, int(math.Round(sr.allocs-raw.allocs)), saferetryOutage(r.outage).steady,
-		saferetryFlaky(r.flaky).success, saferetryFlaky(r.flaky).duplicates)
+		r.creates[0].steady, r.creates[1].steady, saferetryFlaky(r.flaky).success, saferetryFlaky(r.flaky).duplicates)
 }
 
 // versions names the library versions this binary was built with.
@@ -118,6 +119,9 @@ func reportGoals(w io.Writer, r results) {
 		fmt.Sprintf("%.0f vs %.0f ns sequential, %.0f vs %.0f ns concurrent", sr.seqNs, rh.seqNs, sr.concNs, rh.concNs),
 		sr.seqNs <= rh.seqNs && sr.concNs <= rh.concNs)
 	goal("amplification under outage", "≤ 1.3 attempts per request", fmt.Sprintf("%.3f", out.steady), out.steady <= 1.3)
+	for _, c := range r.creates {
+		goal("outage, "+c.flow, "≤ 1.3 requests per logical create", fmt.Sprintf("%.3f", c.steady), c.steady <= 1.3)
+	}
 	goal("flaky server success", "≥ 99.9 %", fmt.Sprintf("%.2f %%", fl.success*100), fl.success >= 0.999)
 	goal("flaky server duplicates", "0", fmt.Sprint(fl.duplicates), fl.duplicates == 0)
 	fmt.Fprintln(w)
