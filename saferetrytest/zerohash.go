@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -57,7 +58,7 @@ var (
 //
 //  1. authentication (403; no fault consumed);
 //  2. body validation (400 {"errors":[...]}, one message per problem; no
-//     fault consumed);
+//     fault consumed), then, with UpperCaseCodes, the codes upper-cased;
 //  3. the transfer's client_transfer_id, if any, is locked, waiting for any
 //     request holding it, and checked: if a transfer created within the last
 //     72 h (by Now and its created_at) has it, the answer is 400 with
@@ -113,6 +114,15 @@ type ZeroHashServer struct {
 	// RetryAfterSeconds is the Retry-After value FaultRateLimited sends;
 	// 0, the default, sends no Retry-After header (zerohash documents none).
 	RetryAfterSeconds int
+	// UpperCaseCodes makes the server store the participant codes, the
+	// account groups and the asset of a new transfer in upper case, so its
+	// 201 and its lookups show "USD" for a request that sent "usd": a
+	// server that normalises what it receives. zerohash documents no such
+	// normalisation (its examples show upper case only); this is for tests
+	// of a client that must not second-guess the answer to its own POST.
+	// Filters of GET /transfers still match exactly. Set it before sending
+	// requests; the default, false, stores the fields as sent.
+	UpperCaseCodes bool
 	// Now is the server clock, used for timestamps, the 60 s signature window,
 	// the 72 h uniqueness window and the 2-month list window. Set it before
 	// sending requests; tests may make it return any time. The default is
@@ -391,6 +401,9 @@ func (s *ZeroHashServer) createTransfer(c *zhCall, r *http.Request) reply {
 	if len(problems) > 0 {
 		return jsonReply(http.StatusBadRequest, zhErrors{Errors: problems})
 	}
+	if s.UpperCaseCodes {
+		in.upperCaseCodes()
+	}
 	cid := in.clientTransferID
 	s.mu.Lock()
 	attempt := s.countAttempt(cid)
@@ -513,6 +526,13 @@ func (s *ZeroHashServer) create(in zhTransferBody) zhTransferEntity {
 		s.byCID[in.clientTransferID] = append(s.byCID[in.clientTransferID], t)
 	}
 	return t.entity()
+}
+
+// upperCaseCodes is what UpperCaseCodes does to a new transfer.
+func (b *zhTransferBody) upperCaseCodes() {
+	for _, f := range []*string{&b.fromParticipant, &b.fromGroup, &b.toParticipant, &b.toGroup, &b.asset} {
+		*f = strings.ToUpper(*f)
+	}
 }
 
 func (t *zhTransfer) entity() zhTransferEntity {
