@@ -1,10 +1,12 @@
 package saferetry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -89,10 +91,17 @@ func requireIDs(ids map[string]string) error {
 	return nil
 }
 
-// ChiftCreate is one create call: a POST of Body (JSON) to Path, under the
+// ChiftCreate is one create call: a POST of Body to Path, under the
 // consumer and connection whose monitoring log can tell its outcome.
 type ChiftCreate struct {
-	Path         string // relative to the base URL, e.g. "consumers/{id}/invoicing/invoices"
+	Path string // relative to the base URL, e.g. "consumers/{id}/invoicing/invoices"
+	// Body is the JSON body: a value that encoding/json encodes (a struct,
+	// a map), or JSON already encoded, as json.RawMessage or []byte, sent
+	// as it is. Create refuses, before anything is sent, a nil Body, one
+	// that encodes to JSON null, bytes that are not valid JSON, a string
+	// (it would go as a JSON string: pass encoded JSON as json.RawMessage)
+	// and an io.Reader (encoding/json would send "{}"). Chift would answer
+	// each with a 422, which spends the request id.
 	Body         any
 	ConsumerID   string // needed to look the request up after a lost answer
 	ConnectionID string
@@ -101,13 +110,19 @@ type ChiftCreate struct {
 	RequestID string
 	// FirstSentAt is, when this call resumes such a create, when it was
 	// first sent. Chift keeps request ids for 6 months; past that a
-	// repost could create a second entity, so Create refuses it.
+	// repost could create a second entity, so Create refuses it. A
+	// FirstSentAt more than a minute ahead of the clock is refused as a
+	// mistake.
 	FirstSentAt time.Time
 }
 
 // ChiftRequestIDRetention is how long Chift remembers a request id.
 // Create refuses to resume a create first sent longer ago, less a day.
 const ChiftRequestIDRetention = 180 * 24 * time.Hour
+
+// chiftFutureTolerance is how far ahead of the clock FirstSentAt may be:
+// clocks step back by a little, a create is not sent an hour from now.
+const chiftFutureTolerance = time.Minute
 
 // ChiftCreated is the result of Create.
 type ChiftCreated struct {
@@ -134,12 +149,13 @@ const chiftPollLimit = 2 * time.Minute
 // safe). If the outcome cannot be learned, the error matches
 // ErrOutcomeUnknown and carries the request id.
 func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
-	if err := in.prepare(); err != nil {
+	body, err := in.prepare(time.Now())
+	if err != nil {
 		return nil, err
 	}
 	wait := s.client.transport.cfg.backOff(0)
 	for posts := 1; ; posts++ {
-		created, again, err := s.post(ctx, in)
+		created, again, err := s.post(ctx, in, body)
 		if !again || posts == maxChiftPosts {
 			return s.settle(ctx, in, created, err)
 		}
@@ -170,8 +186,8 @@ const maxChiftPosts = 3
 
 // post sends the create once (the transport retries within) and says
 // whether posting again with the same key is worth it.
-func (s *ChiftService) post(ctx context.Context, in ChiftCreate) (created *ChiftCreated, again bool, err error) {
-	req, err := s.client.NewRequest(ctx, http.MethodPost, in.Path, in.Body)
+func (s *ChiftService) post(ctx context.Context, in ChiftCreate, reqBody json.RawMessage) (created *ChiftCreated, again bool, err error) {
+	req, err := s.client.NewRequest(ctx, http.MethodPost, in.Path, reqBody)
 	if err != nil {
 		return nil, false, err
 	}
@@ -197,24 +213,66 @@ func (s *ChiftService) post(ctx context.Context, in ChiftCreate) (created *Chift
 	return nil, errors.As(err, &reqErr) && ctx.Err() == nil, err
 }
 
-func (in *ChiftCreate) prepare() error {
+// prepare checks the call before anything is sent, draws a request id when
+// none was given, and returns the body's bytes, the same on every post.
+func (in *ChiftCreate) prepare(now time.Time) (json.RawMessage, error) {
 	if strings.TrimSpace(in.Path) == "" {
-		return errors.New("saferetry: ChiftCreate: Path is empty")
+		return nil, errors.New("saferetry: ChiftCreate: Path is empty")
 	}
 	if err := requireIDs(map[string]string{"ChiftCreate ConsumerID": in.ConsumerID, "ChiftCreate ConnectionID": in.ConnectionID}); err != nil {
-		return err
+		return nil, err
 	}
-	if !in.FirstSentAt.IsZero() && time.Since(in.FirstSentAt) > ChiftRequestIDRetention-24*time.Hour {
-		return &OutcomeError{Key: in.RequestID, Reason: fmt.Sprintf("first sent %s ago: Chift may have forgotten the request id (it keeps them 6 months), so posting again could create a second entity", time.Since(in.FirstSentAt).Round(time.Hour))}
+	body, err := encodeChiftBody(in.Body)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case in.FirstSentAt.IsZero():
+	case in.FirstSentAt.After(now.Add(chiftFutureTolerance)):
+		return nil, fmt.Errorf("saferetry: ChiftCreate: FirstSentAt %s is %s ahead of the clock; it says when the create was first sent",
+			in.FirstSentAt.Format(time.RFC3339), in.FirstSentAt.Sub(now).Round(time.Second))
+	case now.Sub(in.FirstSentAt) > ChiftRequestIDRetention-24*time.Hour:
+		return nil, &OutcomeError{Key: in.RequestID, Reason: fmt.Sprintf("first sent %s ago: Chift may have forgotten the request id (it keeps them 6 months), so posting again could create a second entity", now.Sub(in.FirstSentAt).Round(time.Hour))}
 	}
 	if in.RequestID == "" {
 		id, err := newUUIDKey()
 		if err != nil {
-			return fmt.Errorf("saferetry: generating request id: %w", err)
+			return nil, fmt.Errorf("saferetry: generating request id: %w", err)
 		}
 		in.RequestID = id
 	}
-	return ValidateKey(in.RequestID)
+	return body, ValidateKey(in.RequestID)
+}
+
+// encodeChiftBody gives the bytes of ChiftCreate.Body: JSON already
+// encoded (json.RawMessage, []byte) as it is, any other value as
+// encoding/json encodes it. It refuses what Chift would answer with a 422.
+func encodeChiftBody(body any) (json.RawMessage, error) {
+	var raw []byte
+	switch b := body.(type) {
+	case nil:
+		return nil, errors.New("saferetry: ChiftCreate: Body is nil; Chift's creates take a JSON object")
+	case string:
+		return nil, errors.New("saferetry: ChiftCreate: Body is a string, which would be sent as a JSON string; pass encoded JSON as json.RawMessage")
+	case io.Reader:
+		return nil, fmt.Errorf("saferetry: ChiftCreate: Body is an io.Reader (%T), which encoding/json does not read; pass its bytes as json.RawMessage", body)
+	case json.RawMessage:
+		raw = b
+	case []byte:
+		raw = b
+	default:
+		var err error
+		if raw, err = json.Marshal(body); err != nil {
+			return nil, fmt.Errorf("saferetry: ChiftCreate: encoding Body: %w", err)
+		}
+	}
+	switch {
+	case !json.Valid(raw):
+		return nil, errors.New("saferetry: ChiftCreate: Body is not valid JSON")
+	case bytes.Equal(bytes.TrimSpace(raw), []byte("null")):
+		return nil, fmt.Errorf("saferetry: ChiftCreate: Body (%T) is JSON null; Chift's creates take a JSON object", body)
+	}
+	return raw, nil
 }
 
 // entityID reads the "id" of a created entity, string or number.
