@@ -26,6 +26,16 @@ type TransfersService struct {
 	client *Client
 }
 
+// signingClock returns the clock zerohash signatures are made with
+// (WithZeroHashClock, else time.Now) and the offset SyncZeroHashClock
+// measured (zerohash's clock minus that one).
+func (s *TransfersService) signingClock() (func() time.Time, time.Duration) {
+	if signer := s.client.transport.cfg.signer; signer != nil {
+		return signer.now, time.Duration(signer.offset.Load())
+	}
+	return time.Now, 0
+}
+
 // TransferRequest is the body of POST /transfers.
 type TransferRequest struct {
 	ClientTransferID    string `json:"client_transfer_id"` // empty: Create generates a UUIDv4
@@ -41,8 +51,12 @@ type TransferRequest struct {
 
 	// FirstSentAt is, when this request resumes a create begun earlier (by
 	// a process that crashed, say) with the same ClientTransferID, when
-	// that create was first sent. Create then refuses to repost once the
-	// uniqueness window may have passed. Zero: this call is the first.
+	// that create was first sent: record it before the first send, on the
+	// clock the signatures use (WithZeroHashClock, else the local clock).
+	// Create then refuses to repost once the uniqueness window may have
+	// passed. Zero: this call is the first. A FirstSentAt without a
+	// ClientTransferID, or in the future, is refused before anything is
+	// sent.
 	FirstSentAt time.Time `json:"-"`
 }
 
@@ -182,8 +196,10 @@ var (
 	accountLabel  = regexp.MustCompile(`^[A-Za-z0-9:_-]+$`)
 )
 
-// validate checks what zerohash would refuse, before anything is sent.
-func (r *TransferRequest) validate() error {
+// validate checks what zerohash would refuse, and a FirstSentAt that
+// cannot be true, before anything is sent; now is the clock FirstSentAt
+// is read on.
+func (r *TransferRequest) validate(now func() time.Time) error {
 	var errs []error
 	for _, f := range []struct{ name, value string }{
 		{"FromParticipantCode", r.FromParticipantCode}, {"FromAccountGroup", r.FromAccountGroup},
@@ -204,6 +220,16 @@ func (r *TransferRequest) validate() error {
 	if r.ClientTransferID != "" {
 		if err := validateKey(r.ClientTransferID); err != nil {
 			errs = append(errs, fmt.Errorf("ClientTransferID: %s", err))
+		}
+	}
+	switch {
+	case r.FirstSentAt.IsZero():
+	case r.ClientTransferID == "":
+		errs = append(errs, errors.New("field FirstSentAt is set but ClientTransferID is empty: a resumed create needs the id it was first sent with (a new id cannot have been sent before)"))
+	default:
+		if at := now(); r.FirstSentAt.After(at) {
+			errs = append(errs, fmt.Errorf("field FirstSentAt %s is in the future (now %s): it must be when this id was first sent",
+				r.FirstSentAt.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

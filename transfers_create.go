@@ -42,7 +42,8 @@ const (
 // limits, the error matches ErrOutcomeUnknown and carries the
 // client_transfer_id.
 func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Transfer, error) {
-	if err := req.validate(); err != nil {
+	clock, _ := s.signingClock()
+	if err := req.validate(clock); err != nil {
 		return nil, err
 	}
 	if req.ClientTransferID == "" {
