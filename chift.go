@@ -19,10 +19,22 @@ import (
 // that client request id (yet).
 var ErrTransactionNotFound = errors.New("saferetry: Chift transaction not found")
 
+// ErrRequestIDSpent: the Chift request id can no longer carry this create.
+// Chift processes one request per id, "regardless of the endpoint", and
+// answers every later one 409 REQUEST_ALREADY_PROCESSED without processing
+// it (Chift's idempotency guide), so no post under the id can create the
+// entity. The id is held by another request (*ChiftRequestIDReusedError)
+// or by a request that created nothing (*ChiftRequestIDSpentError): send
+// the create under a new request id.
+var ErrRequestIDSpent = errors.New("saferetry: Chift request id already used: a new one is needed")
+
 // ChiftService is Chift's monitoring lookup and creates that survive a
 // lost response.
 type ChiftService struct {
 	client *Client
+	// sleep makes Create's waits between posts and between lookups; nil
+	// means sleep. Tests record the waits instead of making them.
+	sleep func(context.Context, time.Duration) error
 }
 
 // Transaction is what Chift's monitoring endpoint says about a request.
@@ -62,24 +74,31 @@ func (t *Transaction) UnmarshalJSON(data []byte) error {
 // transactions?client_request_id= what became of a request. An unknown id
 // is an *APIError that matches ErrTransactionNotFound.
 func (s *ChiftService) LookupTransaction(ctx context.Context, consumerID, connectionID, clientRequestID string) (*Transaction, error) {
+	t, _, err := s.lookup(ctx, consumerID, connectionID, clientRequestID)
+	return t, err
+}
+
+// lookup is LookupTransaction that also returns the response (nil when
+// none came), whose Retry-After Create's polls honour.
+func (s *ChiftService) lookup(ctx context.Context, consumerID, connectionID, clientRequestID string) (*Transaction, *http.Response, error) {
 	if err := requireIDs(map[string]string{"consumer id": consumerID, "connection id": connectionID}); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ValidateKey(clientRequestID); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := "consumers/" + url.PathEscape(consumerID) + "/connections/" + url.PathEscape(connectionID) +
 		"/transactions?client_request_id=" + url.QueryEscape(clientRequestID)
 	var t Transaction
-	_, err := s.client.DoJSON(ctx, http.MethodGet, path, nil, &t)
+	resp, err := s.client.DoJSON(ctx, http.MethodGet, path, nil, &t)
 	var apiErr *APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
 		apiErr.kind = ErrTransactionNotFound
 	}
 	if err != nil {
-		return nil, err
+		return nil, resp, err
 	}
-	return &t, nil
+	return &t, resp, nil
 }
 
 func requireIDs(ids map[string]string) error {
@@ -131,86 +150,530 @@ type ChiftCreated struct {
 	EntityID   string          // the answer's "id", or the created_entity_id when recovered
 	Body       json.RawMessage // the answer's body; nil when recovered
 	// Recovered: the answer was lost (or the request id had been used
-	// before), and the outcome was read from the monitoring endpoint.
+	// before, by a request with the same method and route), and the
+	// outcome was read from the monitoring endpoint.
 	Recovered bool
+}
+
+// ChiftRequestIDReusedError: Chift's monitoring log holds, under the
+// request id, a request that is not this create: another method or another
+// route (the log's "method" and "route", ApiTransactionLookupOut in
+// Chift's OpenAPI). Its entity, if any, is not this create's, and this
+// create was not processed: Chift processes one request per id, whatever
+// the endpoint. It matches ErrRequestIDSpent: send the create under a new
+// request id.
+type ChiftRequestIDReusedError struct {
+	RequestID string
+	Logged    *Transaction // the request the log holds under RequestID
+	// Method and Route are this create's: "POST" and the path it posts
+	// to, with the base URL's path.
+	Method, Route string
+}
+
+func (e *ChiftRequestIDReusedError) Error() string {
+	outcome := " (in process)"
+	switch {
+	case e.Logged.CreatedEntityID != "":
+		outcome = fmt.Sprintf(" (answered %d, entity %s)", e.Logged.StatusCode, e.Logged.CreatedEntityID)
+	case !e.Logged.InProcess():
+		outcome = fmt.Sprintf(" (answered %d)", e.Logged.StatusCode)
+	}
+	return fmt.Sprintf("saferetry: Chift request id %s belongs to another request: Chift's log holds %s %s%s, this create is %s %s, "+
+		"and was not processed: send it under a new request id", e.RequestID, e.Logged.Method, e.Logged.Route, outcome, e.Method, e.Route)
+}
+
+func (e *ChiftRequestIDReusedError) Unwrap() error { return ErrRequestIDSpent }
+
+// ChiftRequestIDSpentError: the request under the id was answered
+// OriginalStatus (a validation error, say, or the business 409
+// ERROR_INVOICE_NUMBER_ALREADY_USED) and created nothing, and Chift
+// answers every later request under the id 409 REQUEST_ALREADY_PROCESSED
+// ("Request already processed: <status>") without processing it. It
+// matches ErrRequestIDSpent: correct the create and send it under a new
+// request id. Err is the answer that told: Chift's 409 (an *APIError that
+// matches ErrRequestAlreadyProcessed, OriginalStatus set) or, when the
+// status was read from the monitoring log, an *APIError with that status
+// (the log keeps the status, not the body). With an OriginalStatus of 500
+// or more the error comes inside an *OutcomeError: Chift recorded a failure
+// of its own or of the connector, which may have left the entity in the
+// connected system or not.
+type ChiftRequestIDSpentError struct {
+	RequestID      string
+	OriginalStatus int
+	Err            error
+}
+
+func (e *ChiftRequestIDSpentError) Error() string {
+	what := "created nothing"
+	if e.OriginalStatus >= 500 {
+		what = "may or may not have left the entity in the connected system"
+	}
+	return fmt.Sprintf("saferetry: Chift request id %s is spent: the request under it was answered %d and %s, and Chift answers "+
+		"every later request under it REQUEST_ALREADY_PROCESSED: send the create under a new request id: %v", e.RequestID, e.OriginalStatus, what, e.Err)
+}
+
+func (e *ChiftRequestIDSpentError) Unwrap() []error { return []error{ErrRequestIDSpent, e.Err} }
+
+// ChiftRateLimitedError: Chift answered 429 (the rate limits are its
+// connectors', and "when a retry-after value is provided, Chift will
+// respect it", its rate-limit guide), or asked with Retry-After for a wait
+// that Create could not make: longer than the Transport's
+// WithMaxRetryAfter (30 s by default), or past the context's deadline.
+// Create never posts again sooner than Retry-After says. Nothing was
+// created, unless the error comes inside an *OutcomeError (an earlier post
+// of the same Create may have been processed): wait RetryAfter, then call
+// Create again with the same RequestID. Err is the last answer.
+type ChiftRateLimitedError struct {
+	RequestID  string
+	RetryAfter time.Duration // what Retry-After asked; 0 when the answer named no wait
+	Err        *APIError
+}
+
+func (e *ChiftRateLimitedError) Error() string {
+	wait := "a while"
+	if e.RetryAfter > 0 {
+		wait = e.RetryAfter.String()
+	}
+	return fmt.Sprintf("saferetry: Chift answered %d to the create under request id %s: wait %s, then send it again under the same id: %v",
+		e.Err.StatusCode, e.RequestID, wait, e.Err)
+}
+
+func (e *ChiftRateLimitedError) Unwrap() error { return e.Err }
+
+// chiftBudgetError: the Transport's retry budget refused a request that
+// Create would have sent beyond its first post. It matches
+// ErrRetryBudgetExhausted and last, the failure that called for it.
+type chiftBudgetError struct {
+	requestID, what string
+	last            error
+}
+
+func (e *chiftBudgetError) Error() string {
+	msg := fmt.Sprintf("saferetry: retry budget exhausted: no %s for Chift request id %s", e.what, e.requestID)
+	if e.last != nil {
+		msg += ": " + e.last.Error()
+	}
+	return msg
+}
+
+func (e *chiftBudgetError) Unwrap() []error {
+	if e.last == nil {
+		return []error{ErrRetryBudgetExhausted}
+	}
+	return []error{ErrRetryBudgetExhausted, e.last}
 }
 
 // chiftPollLimit bounds the monitoring polls of one Create beside its
 // context: longer than Chift's own ~31 s connector back-off.
 const chiftPollLimit = 2 * time.Minute
 
-// Create posts a create request exactly once. When the answer of the first
-// attempt is lost and a retry hears 409 REQUEST_ALREADY_PROCESSED (or the
-// request id was used before), it asks the monitoring endpoint for the
-// outcome and returns the created entity's id and the original status,
-// marked Recovered. While the request is still in process it polls with
-// backoff. When the transport's retries end on a server error, it posts
-// again with the same request id (at most 3 posts: the id makes that
-// safe). If the outcome cannot be learned, the error matches
-// ErrOutcomeUnknown and carries the request id.
-func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
-	body, err := in.prepare(time.Now())
-	if err != nil {
-		return nil, err
-	}
-	wait := s.client.transport.cfg.backOff(0)
-	for posts := 1; ; posts++ {
-		created, again, err := s.post(ctx, in, body)
-		if !again || posts == maxChiftPosts {
-			return s.settle(ctx, in, created, err)
-		}
-		if sleep(ctx, wait.NextBackOff()) != nil {
-			return nil, err
-		}
-	}
-}
-
-// settle asks the monitoring log before giving up on a post whose outcome
-// the transport could not learn (a timeout after sending, say): the log may
-// know it was processed.
-func (s *ChiftService) settle(ctx context.Context, in ChiftCreate, created *ChiftCreated, err error) (*ChiftCreated, error) {
-	var asked *OutcomeError
-	if !errors.Is(err, ErrOutcomeUnknown) || errors.As(err, &asked) || ctx.Err() != nil {
-		return created, err
-	}
-	created, _, logErr := s.recover(ctx, in, false)
-	if logErr != nil && errors.Is(logErr, ErrTransactionNotFound) {
-		return nil, &OutcomeError{Key: in.RequestID, Reason: "the post may have reached Chift, whose log does not know the request (yet)", Err: err}
-	}
-	return created, logErr
-}
-
 // maxChiftPosts bounds the posts of one Create when the transport's own
 // retries end on a server error or a 429: the key makes each repost safe.
 const maxChiftPosts = 3
 
-// post sends the create once (the transport retries within) and says
-// whether posting again with the same key is worth it.
-func (s *ChiftService) post(ctx context.Context, in ChiftCreate, reqBody json.RawMessage) (created *ChiftCreated, again bool, err error) {
-	req, err := s.client.NewRequest(ctx, http.MethodPost, in.Path, reqBody)
+// Create posts a create request exactly once and reports one of:
+//
+//   - the entity: its id from the answer or, when the answer was lost (a
+//     connection cut, REQUEST_ALREADY_PROCESSED to a repost, a body cut
+//     off, an error of unknown type), from Chift's monitoring log, marked
+//     Recovered. The log's record counts only if its method and route are
+//     this create's (POST and Path, with or without the base URL's path);
+//     another request under the id is a *ChiftRequestIDReusedError. While
+//     the log shows the request in process, Create polls it with backoff,
+//     for up to two minutes within ctx.
+//   - a definite failure, nothing created: the *APIError of a 4xx;
+//     *ChiftRequestIDSpentError when the id was used by a request that
+//     created nothing; *ChiftRateLimitedError when Chift asked for a wait
+//     Create could not make; the last 5xx or transport error when the posts
+//     ran out; an error matching ErrRetryBudgetExhausted when the retry
+//     budget refused the next repost.
+//   - an error matching ErrOutcomeUnknown (an *OutcomeError with the request
+//     id), only when a post may have been processed and neither an answer
+//     nor the log told the outcome within ctx and these limits.
+//
+// When the transport's retries end on a 408, 429 or 5xx, or on a failure
+// that may have reached Chift or provably did not, Create posts again
+// under the same request id (the id makes that safe), at most 3 posts in
+// all, after the backoff's wait or the answer's Retry-After, whichever is
+// longer. An error of a type Create does not know (a wrapper replaced the
+// transport's) proves nothing: the log is asked before any repost. Each
+// repost and each lookup takes a retry from the Transport's retry budget,
+// as the transport's own retries do, so a Chift outage costs a Create
+// about 1.2 requests once the budget's burst is spent.
+func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
+	c, err := s.newCreate(in, time.Now())
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	req.Header.Set(ChiftRequestIDHeader, in.RequestID)
+	return c.run(ctx)
+}
+
+// chiftCreate is one Create in progress: what it sends, and what it has
+// learned that outlives one post.
+type chiftCreate struct {
+	s     *ChiftService
+	in    ChiftCreate
+	body  json.RawMessage
+	url   *url.URL // where the POST goes
+	posts int
+	// mayExist: a post may have been processed, and no answer since has
+	// told what became of it. It makes giving up ErrOutcomeUnknown rather
+	// than a definite failure.
+	mayExist bool
+	// retryAfter is the Retry-After of the latest answer, 0 if none;
+	// waitRefused: Create could not wait that long.
+	retryAfter  time.Duration
+	waitRefused bool
+	backoff     *backoff.ExponentialBackOff // the waits between posts
+}
+
+func (s *ChiftService) newCreate(in ChiftCreate, now time.Time) (*chiftCreate, error) {
+	body, err := in.prepare(now)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.client.resolve(in.Path)
+	if err != nil {
+		return nil, err
+	}
+	return &chiftCreate{s: s, in: in, body: body, url: u}, nil
+}
+
+// chiftNext is what the answer to a post calls for.
+type chiftNext int
+
+const (
+	chiftDone    chiftNext = iota // the outcome is known
+	chiftRepost                   // post again under the id, if the limits allow
+	chiftReadLog                  // processed: the log has the outcome
+	chiftAskLog                   // perhaps processed: ask the log before posting again
+	chiftGiveUp                   // no repost can help
+)
+
+// run posts, reads the log when an answer calls for it, and posts again
+// while that may help and the limits allow.
+func (c *chiftCreate) run(ctx context.Context) (*ChiftCreated, error) {
+	for {
+		created, next, err := c.post(ctx)
+		switch next {
+		case chiftDone:
+			return created, err
+		case chiftGiveUp:
+			return c.giveUp(ctx, err)
+		case chiftReadLog:
+			created, _, err := c.readLog(ctx, true, err)
+			return created, err
+		case chiftAskLog:
+			created, again, logErr := c.readLog(ctx, false, err)
+			if !again {
+				return created, logErr
+			}
+		}
+		if err := c.beforeRepost(ctx, err); err != nil {
+			return c.giveUp(ctx, err)
+		}
+	}
+}
+
+// post sends the create once (the transport retries within) and reads the
+// answer.
+func (c *chiftCreate) post(ctx context.Context) (*ChiftCreated, chiftNext, error) {
+	c.posts++
+	req, err := c.s.client.NewRequest(ctx, http.MethodPost, c.in.Path, c.body)
+	if err != nil {
+		return nil, chiftGiveUp, err
+	}
+	req.Header.Set(ChiftRequestIDHeader, c.in.RequestID)
 	var body json.RawMessage
-	resp, err := s.client.Do(req, &body)
-	var apiErr *APIError
-	switch {
-	case err == nil:
-		return &ChiftCreated{RequestID: in.RequestID, StatusCode: resp.StatusCode, EntityID: entityID(body), Body: body}, false, nil
-	case errors.Is(err, ErrRequestAlreadyProcessed):
-		return s.recover(ctx, in, true)
-	case errors.Is(err, ErrRequestInProcess):
-		return s.recover(ctx, in, false)
-	case resp != nil && resp.StatusCode < 300:
-		// Created, but the answer was cut off: the log has the outcome.
-		return s.recover(ctx, in, true)
-	case errors.As(err, &apiErr):
-		notProcessed := apiErr.StatusCode >= 500 || apiErr.StatusCode == http.StatusTooManyRequests
-		return nil, notProcessed && ctx.Err() == nil, err
+	resp, err := c.s.client.Do(req, &body)
+	c.retryAfter, c.waitRefused = retryAfterOf(resp), false
+	if err == nil {
+		return &ChiftCreated{RequestID: c.in.RequestID, StatusCode: resp.StatusCode, EntityID: entityID(body), Body: body}, chiftDone, nil
 	}
+	next, err := c.classify(resp, err)
+	return nil, next, err
+}
+
+// classify reads a failed post: what it proves about the post, and what
+// to do next.
+func (c *chiftCreate) classify(resp *http.Response, err error) (chiftNext, error) {
+	var apiErr *APIError
 	var reqErr *RequestError
-	return nil, errors.As(err, &reqErr) && ctx.Err() == nil, err
+	switch {
+	case resp != nil && resp.StatusCode < 300:
+		c.mayExist = true // created; the answer was cut off on the way
+		return chiftReadLog, err
+	case errors.Is(err, ErrRequestAlreadyProcessed) && errors.As(err, &apiErr):
+		return c.alreadyProcessed(apiErr)
+	case errors.Is(err, ErrRequestInProcess):
+		c.mayExist = true
+		return chiftAskLog, err
+	case errors.Is(err, ErrOutcomeUnknown):
+		c.mayExist = true
+		if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests {
+			// The wait a 429 asked for went with its response: no repost,
+			// the log is asked instead (Chift's rate limits are its
+			// connectors', not the monitoring endpoint's).
+			return chiftGiveUp, err
+		}
+		return chiftRepost, err
+	case errors.As(err, &reqErr):
+		return chiftRepost, err // provably not sent
+	case errors.As(err, &apiErr):
+		return c.answered(apiErr), err
+	}
+	c.mayExist = true // a wrapper replaced the transport's error: it proves nothing
+	return chiftAskLog, err
+}
+
+// alreadyProcessed reads Chift's 409 REQUEST_ALREADY_PROCESSED: a request
+// under the id was processed before, with the status its message gives
+// ("Request already processed: 200"). A success, or no status, leaves the
+// entity to the log; a failure spent the id.
+func (c *chiftCreate) alreadyProcessed(apiErr *APIError) (chiftNext, error) {
+	if s := apiErr.OriginalStatus; s >= 300 {
+		return chiftDone, c.spent(s, apiErr)
+	}
+	c.mayExist = true
+	return chiftReadLog, apiErr
+}
+
+// answered reads an error status the transport handed back. 408, 429 and
+// 5xx say this post was not processed (the transport turns a gateway's 502
+// or 504, and such a status after an unanswered attempt, into
+// ErrOutcomeUnknown), so posting again may help. Any other status is
+// Chift's answer under the id, which it checks first: no earlier post of
+// this Create was processed either.
+func (c *chiftCreate) answered(apiErr *APIError) chiftNext {
+	s := apiErr.StatusCode
+	if s == http.StatusRequestTimeout || s == http.StatusTooManyRequests || s >= 500 {
+		return chiftRepost
+	}
+	if !silentOnKey(s) {
+		c.mayExist = false
+	}
+	return chiftGiveUp
+}
+
+// spent is the error for a request id whose request was answered status.
+func (c *chiftCreate) spent(status int, answer error) error {
+	err := &ChiftRequestIDSpentError{RequestID: c.in.RequestID, OriginalStatus: status, Err: answer}
+	if status < 500 {
+		return err
+	}
+	return c.unknown(fmt.Sprintf("Chift recorded a failure (%d) for the request under this id", status), err)
+}
+
+// beforeRepost decides whether another post may go, and waits for it. It
+// returns the error to give up with when none may: the posts are spent, the
+// context has ended, the wait (the backoff's, or the answer's Retry-After
+// when longer) is longer than the Transport's WithMaxRetryAfter or than the
+// context has left, or the retry budget refuses the repost.
+func (c *chiftCreate) beforeRepost(ctx context.Context, last error) error {
+	if c.posts >= maxChiftPosts || ctx.Err() != nil {
+		return last
+	}
+	wait := max(c.nextWait(), c.retryAfter)
+	if c.retryAfter > c.s.client.transport.cfg.maxRetryAfter || !fitsBefore(ctx, wait) {
+		c.waitRefused = c.retryAfter > 0
+		return last
+	}
+	if !c.draw() {
+		return &chiftBudgetError{requestID: c.in.RequestID, what: "repost", last: c.typed(last)}
+	}
+	if c.pause(ctx, wait) != nil {
+		return last
+	}
+	return nil
+}
+
+// giveUp ends the Create on last, the latest failure: a definite failure,
+// in the type that says what to do, unless a post may have been processed.
+// Then the log is asked, and what it cannot tell is ErrOutcomeUnknown.
+func (c *chiftCreate) giveUp(ctx context.Context, last error) (*ChiftCreated, error) {
+	last = c.typed(last)
+	if !c.mayExist {
+		return nil, last
+	}
+	created, again, err := c.readLog(ctx, false, last)
+	if again {
+		return nil, c.unknown("a post may have reached Chift, whose log does not know the request (yet)", last)
+	}
+	return created, err
+}
+
+// typed gives a definite answer the type that says what to do: a 429, or
+// an answer whose Retry-After Create could not wait out, becomes a
+// *ChiftRateLimitedError.
+func (c *chiftCreate) typed(last error) error {
+	apiErr, ok := last.(*APIError)
+	if ok && (apiErr.StatusCode == http.StatusTooManyRequests || c.waitRefused) {
+		return &ChiftRateLimitedError{RequestID: c.in.RequestID, RetryAfter: c.retryAfter, Err: apiErr}
+	}
+	return last
+}
+
+// readLog asks Chift's monitoring log what became of the request under the
+// id. It polls with backoff (up to chiftPollLimit, within ctx) while the
+// log shows the request in process, and, when an answer said it was
+// processed, while the log does not know it yet: the log may lag. When the
+// log does not know a request not known to be processed, none under the id
+// was recorded, and posting again is worth it (again). Each lookup takes a
+// retry from the budget; a lookup's Retry-After is honoured as a post's.
+// cause is the failure that sent Create to the log.
+func (c *chiftCreate) readLog(ctx context.Context, processed bool, cause error) (created *ChiftCreated, again bool, err error) {
+	polls := c.s.client.transport.cfg.backOff(chiftPollLimit)
+	last := cause
+	for {
+		if ctx.Err() != nil {
+			return nil, false, c.unknown("the context ended before Chift's log told the outcome", last)
+		}
+		if !c.draw() {
+			return nil, false, c.unknown("the retry budget refused a lookup in Chift's log",
+				&chiftBudgetError{requestID: c.in.RequestID, what: "lookup in Chift's monitoring log", last: last})
+		}
+		t, resp, err := c.s.lookup(ctx, c.in.ConsumerID, c.in.ConnectionID, c.in.RequestID)
+		switch {
+		case err == nil:
+			if created, done, err := c.fromLog(t); done {
+				return created, false, err
+			}
+			last = ErrRequestInProcess
+		case errors.Is(err, ErrTransactionNotFound) && !processed:
+			return nil, true, err
+		case isDefiniteRejection(err):
+			return nil, false, c.unknown("Chift's monitoring log refused the lookup", err)
+		default:
+			last = err
+		}
+		if err := c.pollWait(ctx, polls, resp, last); err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+// pollWait waits before the next lookup: the backoff's wait, or the
+// lookup's Retry-After when longer. It returns the error to stop with when
+// the polls have run for chiftPollLimit, or the wait does not fit.
+func (c *chiftCreate) pollWait(ctx context.Context, polls backoff.BackOff, resp *http.Response, last error) error {
+	wait, retryAfter := polls.NextBackOff(), retryAfterOf(resp)
+	switch {
+	case wait == backoff.Stop:
+		return c.unknown("Chift's log did not tell the outcome within "+chiftPollLimit.String(), last)
+	case retryAfter > c.s.client.transport.cfg.maxRetryAfter:
+		var apiErr *APIError
+		if errors.As(last, &apiErr) {
+			last = &ChiftRateLimitedError{RequestID: c.in.RequestID, RetryAfter: retryAfter, Err: apiErr}
+		}
+		return c.unknown("Chift's log asked for a longer wait than WithMaxRetryAfter allows", last)
+	}
+	wait = max(wait, retryAfter)
+	if !fitsBefore(ctx, wait) {
+		return c.unknown("the context's deadline comes before Chift's log could be asked again", last)
+	}
+	if c.pause(ctx, wait) != nil {
+		return c.unknown("the context ended before Chift's log told the outcome", last)
+	}
+	return nil
+}
+
+// fromLog reads the log's record: whether it tells the outcome (done), and
+// what that is. The record is this create's only if its method and route
+// are; a finished one gives the entity (Recovered) or spends the id.
+func (c *chiftCreate) fromLog(t *Transaction) (created *ChiftCreated, done bool, err error) {
+	if err := c.notOurs(t); err != nil {
+		return nil, true, err
+	}
+	switch {
+	case t.InProcess():
+		return nil, false, nil
+	case t.StatusCode >= 300:
+		return nil, true, c.spent(t.StatusCode, &APIError{
+			StatusCode: t.StatusCode, OriginalStatus: t.StatusCode, RequestID: c.in.RequestID,
+			Message: fmt.Sprintf("the request with this id was answered %d; Chift's log keeps the status, not the body", t.StatusCode),
+		})
+	}
+	return &ChiftCreated{RequestID: c.in.RequestID, StatusCode: t.StatusCode, EntityID: t.CreatedEntityID, Recovered: true}, true, nil
+}
+
+// notOurs compares the logged request with this create: the same method
+// (POST) and route (see sameRoute). Chift's log gives both for every
+// request (method and route are required in ApiTransactionLookupOut); a
+// record without them cannot be shown to be this create's.
+func (c *chiftCreate) notOurs(t *Transaction) error {
+	if t.Method == "" || t.Route == "" {
+		return c.unknown("Chift's log names no method or route for the request under this id: it cannot be told to be this create's", nil)
+	}
+	if strings.EqualFold(t.Method, http.MethodPost) && c.sameRoute(t.Route) {
+		return nil
+	}
+	return &ChiftRequestIDReusedError{RequestID: c.in.RequestID, Logged: t, Method: http.MethodPost, Route: c.url.Path}
+}
+
+// sameRoute: route, as Chift's log gives it ("Path of the original
+// request"), is the path this create posts to, with or without the base
+// URL's path (a proxy in front of Chift may add one), escaped or not, a
+// trailing slash aside.
+func (c *chiftCreate) sameRoute(route string) bool {
+	if unescaped, err := url.PathUnescape(route); err == nil {
+		route = unescaped
+	}
+	route = strings.TrimSuffix(route, "/")
+	full := strings.TrimSuffix(c.url.Path, "/")
+	return route == full || route == strings.TrimPrefix(full, c.s.client.baseURL.Path)
+}
+
+// unknown is ErrOutcomeUnknown for this create, for reason, with err (the
+// latest failure, if any) inside.
+func (c *chiftCreate) unknown(reason string, err error) error {
+	return &OutcomeError{Key: c.in.RequestID, Reason: reason, Err: err}
+}
+
+// draw takes one retry from the Transport's retry budget for a request
+// Create sends beyond its first post (a repost, a lookup), and takes back
+// the deposit that request's RoundTrip makes: it is a retry of the create,
+// not a new request, and must not earn budget as one does. False: the
+// budget is spent. Without a budget (WithoutRetryBudget) it is always true.
+func (c *chiftCreate) draw() bool {
+	b := c.s.client.transport.budget
+	if b == nil {
+		return true
+	}
+	if !b.withdraw() {
+		return false
+	}
+	b.add(-b.depositMilli)
+	return true
+}
+
+// nextWait is the backoff's next wait between posts.
+func (c *chiftCreate) nextWait() time.Duration {
+	if c.backoff == nil {
+		c.backoff = c.s.client.transport.cfg.backOff(0)
+	}
+	return c.backoff.NextBackOff()
+}
+
+func (c *chiftCreate) pause(ctx context.Context, d time.Duration) error {
+	if c.s.sleep != nil {
+		return c.s.sleep(ctx, d)
+	}
+	return sleep(ctx, d)
+}
+
+// fitsBefore: a wait of d ends before ctx's deadline, if it has one.
+func fitsBefore(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) >= d
+}
+
+// retryAfterOf reads the Retry-After of resp, 0 when there is none.
+func retryAfterOf(resp *http.Response) time.Duration {
+	if resp == nil {
+		return 0
+	}
+	d, _ := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return d
 }
 
 // prepare checks the call before anything is sent, draws a request id when
@@ -287,43 +750,4 @@ func entityID(body json.RawMessage) string {
 		return s
 	}
 	return strings.TrimSpace(string(out.ID))
-}
-
-// recover polls the monitoring endpoint until it gives the request's
-// status. A request known to be processed that the log does not show yet
-// is polled for; one only said to be in process that the log does not
-// know was never recorded, and is worth posting again (again): the key
-// keeps a repost from creating twice.
-func (s *ChiftService) recover(ctx context.Context, in ChiftCreate, processed bool) (created *ChiftCreated, again bool, err error) {
-	b := s.client.transport.cfg.backOff(chiftPollLimit)
-	var last error
-	t, err := backoff.RetryWithData(func() (*Transaction, error) {
-		t, err := s.LookupTransaction(ctx, in.ConsumerID, in.ConnectionID, in.RequestID)
-		last = err
-		switch {
-		case err == nil && t.InProcess():
-			last = ErrRequestInProcess
-			return nil, last
-		case err == nil:
-			return t, nil
-		case errors.Is(err, ErrTransactionNotFound) && !processed:
-			return nil, backoff.Permanent(err)
-		case isDefiniteRejection(err): // 404 is not: the log may lag
-			return nil, backoff.Permanent(err)
-		}
-		return nil, err
-	}, backoff.WithContext(b, ctx))
-	if errors.Is(err, ErrTransactionNotFound) && !processed && ctx.Err() == nil {
-		return nil, true, &OutcomeError{Key: in.RequestID, Reason: "Chift answered REQUEST_IN_PROCESS but its log does not know the request", Err: err}
-	}
-	if err != nil {
-		return nil, false, &OutcomeError{Key: in.RequestID, Reason: "the monitoring endpoint did not tell the outcome in time", Err: last}
-	}
-	if t.StatusCode >= 300 {
-		return nil, false, &APIError{
-			StatusCode: t.StatusCode, RequestID: in.RequestID,
-			Message: fmt.Sprintf("the request with this id was answered %d; Chift's log keeps the status, not the body", t.StatusCode),
-		}
-	}
-	return &ChiftCreated{RequestID: in.RequestID, StatusCode: t.StatusCode, EntityID: t.CreatedEntityID, Recovered: true}, false, nil
 }
