@@ -21,9 +21,153 @@ const TransferUniquenessWindow = 72 * time.Hour
 
 const transferRepostMargin = time.Hour
 
+// TransferClockSkewMargin is how much earlier than this create's first
+// POST (by the client's clock) zerohash's created_at of a transfer that
+// POST made can read. zerohash refuses a request whose X-SCX-TIMESTAMP is
+// more than 60 s from its own clock (its OpenAPI, Timestamp parameter), and
+// Create takes the first-send time from the clock the signatures use
+// (WithZeroHashClock, else time.Now, plus the offset SyncZeroHashClock
+// measured) before it signs: a transfer zerohash made from one of our POSTs
+// shows a created_at at most 60 s, plus 1 s of the timestamp's rounding to
+// whole seconds, before that time. The margin doubles that. A transfer
+// created earlier still is not this create's (see Transfers.Create).
+const TransferClockSkewMargin = 2 * time.Minute
+
+// ZeroHashRateLimitWait is how long Create waits after a 429 that carries
+// no Retry-After before it posts again: zerohash rate-limits per IP address
+// and, once the limit is hit, refuses every request "for the next 10
+// seconds" (docs.zerohash.com/changelog/rate-limits; its error-handling
+// page says "429: Wait 10 seconds"). A Retry-After is obeyed instead,
+// however long.
+const ZeroHashRateLimitWait = 10 * time.Second
+
+// ErrTransferNotCreated: Create stopped with proof that it created nothing
+// under the client_transfer_id: every POST it made was answered in a way
+// that shows it was not processed (429, 503 with zh-allow-retry: true), or
+// never reached zerohash. Posting again later with the same id is safe.
+// The error is a *NotCreatedError.
+var ErrTransferNotCreated = errors.New("saferetry: transfer not created")
+
+// ErrRateLimited: a *NotCreatedError whose last answer was zerohash's 429.
+// Its RetryAfter says how long to wait before trying again.
+var ErrRateLimited = errors.New("saferetry: rate limited")
+
+// NotCreatedError is a definite failure of Transfers.Create: no transfer
+// exists from it (see ErrTransferNotCreated). It matches
+// ErrTransferNotCreated, ErrRateLimited when the last answer was a 429,
+// Cause and Err; never ErrOutcomeUnknown.
+type NotCreatedError struct {
+	ClientTransferID string
+	// Reason says why Create stopped, e.g. "the wait does not fit the
+	// context" or "gave up after 4 posts".
+	Reason string
+	// RetryAfter is the wait the last answer asked for: its Retry-After,
+	// or ZeroHashRateLimitWait for a 429 without one; 0 when none.
+	RetryAfter time.Duration
+	Posts      int   // POSTs this Create made (the Transport may have made several attempts of each)
+	Cause      error // what stopped Create: the context's error or ErrRetryBudgetExhausted; nil otherwise
+	Err        error // the last answer (an *APIError) or transport error; nil if no POST was made
+}
+
+func (e *NotCreatedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "saferetry: transfer with client_transfer_id %s not created: %s", e.ClientTransferID, e.Reason)
+	switch {
+	case e.rateLimited():
+		fmt.Fprintf(&b, "; rate limited; retry after %v", e.RetryAfter)
+	case e.RetryAfter > 0:
+		fmt.Fprintf(&b, "; retry after %v", e.RetryAfter)
+	}
+	fmt.Fprintf(&b, " (%d post(s), none processed)", e.Posts)
+	if e.Cause != nil {
+		b.WriteString(": " + e.Cause.Error())
+	}
+	if e.Err != nil {
+		b.WriteString(": " + e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *NotCreatedError) rateLimited() bool {
+	var apiErr *APIError
+	return errors.As(e.Err, &apiErr) && apiErr.StatusCode == http.StatusTooManyRequests
+}
+
+// Unwrap returns ErrTransferNotCreated, ErrRateLimited after a 429, Cause
+// and Err.
+func (e *NotCreatedError) Unwrap() []error {
+	errs := []error{ErrTransferNotCreated}
+	if e.rateLimited() {
+		errs = append(errs, ErrRateLimited)
+	}
+	for _, err := range []error{e.Cause, e.Err} {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// TransferMismatchError: zerohash holds a transfer under ClientTransferID
+// that is not this create's, found by a lookup (Transfers.Create takes a
+// transfer found as its own only when it provably is: see Create). It
+// matches ErrDuplicateClientTransferID, Err, and ErrOutcomeUnknown when
+// MaybeCreated.
+type TransferMismatchError struct {
+	ClientTransferID string
+	TransferID       int64 // zerohash's id of the transfer found; 0 when none was read
+	// Differences names each reason the transfer is not this create's, a
+	// field and both values, e.g. `asset "EUR", this create asks "USD"`,
+	// or its created_at against this id's first send.
+	Differences []string
+	// MaybeCreated: a POST of this create may have been processed, and the
+	// transfer found could not have kept zerohash from taking it (it was
+	// made more than the 72 h uniqueness window before this id was first
+	// sent): this create's own transfer may exist, not yet visible.
+	// Reconcile with ClientTransferID before using another id.
+	MaybeCreated bool
+	Err          error // zerohash's "not unique" answer, when that is how it was learned
+
+	fieldsDiffer bool
+}
+
+func (e *TransferMismatchError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrDuplicateClientTransferID.Error() + ": ")
+	if e.TransferID != 0 {
+		fmt.Fprintf(&b, "transfer %d holds client_transfer_id %s", e.TransferID, e.ClientTransferID)
+	} else {
+		fmt.Fprintf(&b, "client_transfer_id %s is held by another transfer", e.ClientTransferID)
+	}
+	if e.fieldsDiffer {
+		b.WriteString(" with other accounts, asset or amount")
+	}
+	b.WriteString(", not this create's: " + strings.Join(e.Differences, "; "))
+	if e.MaybeCreated {
+		b.WriteString("; whether this create made a transfer as well is unknown")
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrDuplicateClientTransferID, an *OutcomeError carrying
+// the id when MaybeCreated, and Err.
+func (e *TransferMismatchError) Unwrap() []error {
+	errs := []error{ErrDuplicateClientTransferID}
+	if e.MaybeCreated {
+		errs = append(errs, &OutcomeError{Key: e.ClientTransferID, Reason: "the transfer found under this id is another's"})
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
 // TransfersService is zerohash's transfers API.
 type TransfersService struct {
 	client *Client
+	// pause waits d or until ctx ends; nil: sleep. Tests replace it to
+	// see the waits of Create without sitting them out.
+	pause func(ctx context.Context, d time.Duration) error
 }
 
 // signingClock returns the clock zerohash signatures are made with
@@ -53,9 +197,12 @@ type TransferRequest struct {
 	// a process that crashed, say) with the same ClientTransferID, when
 	// that create was first sent: record it before the first send, on the
 	// clock the signatures use (WithZeroHashClock, else the local clock).
-	// Create then refuses to repost once the uniqueness window may have
-	// passed. Zero: this call is the first. A FirstSentAt without a
-	// ClientTransferID, or in the future, is refused before anything is
+	// Create then looks the id up before any POST, takes a transfer found
+	// as its own only if it was created after FirstSentAt (less
+	// TransferClockSkewMargin), and refuses to repost once the uniqueness
+	// window may have passed. Zero: this call is the first, and a transfer
+	// from an earlier run is not taken as this one's. A FirstSentAt without
+	// a ClientTransferID, or in the future, is refused before anything is
 	// sent.
 	FirstSentAt time.Time `json:"-"`
 }
@@ -238,14 +385,34 @@ func (r *TransferRequest) validate(now func() time.Time) error {
 	return nil
 }
 
-// matches reports whether an existing transfer is the one r asks for, so a
-// reused client_transfer_id is never taken for another transfer.
-func (r *TransferRequest) matches(t *Transfer) bool {
-	return t.FromParticipantCode == r.FromParticipantCode && t.FromAccountGroup == r.FromAccountGroup &&
-		t.ToParticipantCode == r.ToParticipantCode && t.ToAccountGroup == r.ToAccountGroup &&
-		t.FromAccountLabel == r.FromAccountLabel && t.ToAccountLabel == r.ToAccountLabel &&
-		t.Asset == r.Asset && sameDecimal(t.Amount, r.Amount)
+// fieldDifferences lists where an existing transfer differs from what r
+// asks for, so a reused client_transfer_id is never taken for another
+// transfer. Participant codes, account groups and the asset are codes,
+// compared without regard to case (zerohash shows them upper-case; a
+// request may not); labels are compared exactly, the amount by value.
+func (r *TransferRequest) fieldDifferences(t *Transfer) []string {
+	var diffs []string
+	for _, f := range []struct {
+		name, got, asked string
+		same             func(a, b string) bool
+	}{
+		{"from_participant_code", t.FromParticipantCode, r.FromParticipantCode, strings.EqualFold},
+		{"from_account_group", t.FromAccountGroup, r.FromAccountGroup, strings.EqualFold},
+		{"from_account_label", t.FromAccountLabel, r.FromAccountLabel, sameString},
+		{"to_participant_code", t.ToParticipantCode, r.ToParticipantCode, strings.EqualFold},
+		{"to_account_group", t.ToAccountGroup, r.ToAccountGroup, strings.EqualFold},
+		{"to_account_label", t.ToAccountLabel, r.ToAccountLabel, sameString},
+		{"asset", t.Asset, r.Asset, strings.EqualFold},
+		{"amount", t.Amount, r.Amount, sameDecimal},
+	} {
+		if !f.same(f.got, f.asked) {
+			diffs = append(diffs, fmt.Sprintf("%s %q, this create asks %q", f.name, f.got, f.asked))
+		}
+	}
+	return diffs
 }
+
+func sameString(a, b string) bool { return a == b }
 
 // sameDecimal compares decimal strings by value ("1.50" is "1.5").
 func sameDecimal(a, b string) bool {
@@ -318,19 +485,27 @@ func (o ListTransfersOptions) query() (url.Values, error) {
 
 // List returns one page of transfers matching opts.
 func (s *TransfersService) List(ctx context.Context, opts ListTransfersOptions) (*TransferPage, error) {
+	page, _, err := s.list(ctx, opts)
+	return page, err
+}
+
+// list is List that also returns the response, whose header a caller
+// pacing its requests reads (Retry-After); nil when none arrived.
+func (s *TransfersService) list(ctx context.Context, opts ListTransfersOptions) (*TransferPage, *http.Response, error) {
 	q, err := opts.query()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := "transfers"
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
 	var page TransferPage
-	if _, err := s.client.DoJSON(ctx, http.MethodGet, path, nil, &page); err != nil {
-		return nil, err
+	resp, err := s.client.DoJSON(ctx, http.MethodGet, path, nil, &page)
+	if err != nil {
+		return nil, resp, err
 	}
-	return &page, nil
+	return &page, resp, nil
 }
 
 // Get returns the transfer with zerohash's numeric id.
@@ -348,23 +523,42 @@ func (s *TransfersService) Get(ctx context.Context, id int64) (*Transfer, error)
 var ErrTransferNotFound = errors.New("saferetry: transfer not found")
 
 // FindByClientTransferID looks a transfer up by the id the client chose.
-// No match, as an empty page or a 404, is ErrTransferNotFound.
+// No match, as an empty page or a 404, is ErrTransferNotFound. zerohash
+// keeps an id unique for 72 h only, so an id used again after that holds
+// several transfers: this returns the first zerohash lists (the newest, by
+// its documented order), which need not be the one a given create made;
+// Transfers.Create checks that before it takes one as its own.
 func (s *TransfersService) FindByClientTransferID(ctx context.Context, id string) (*Transfer, error) {
-	if err := validateKey(id); err != nil {
-		return nil, fmt.Errorf("saferetry: client_transfer_id: %s", err)
-	}
-	page, err := s.List(ctx, ListTransfersOptions{ClientTransferID: id})
-	var apiErr *APIError
-	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
-		return nil, ErrTransferNotFound
-	}
+	found, _, err := s.findAll(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	for i := range page.Transfers {
-		if page.Transfers[i].ClientTransferID == id {
-			return &page.Transfers[i], nil
+	return &found[0], nil
+}
+
+// findAll returns the transfers of the first page that carry id, in
+// zerohash's order, or ErrTransferNotFound; and the response, for its
+// Retry-After, when one arrived.
+func (s *TransfersService) findAll(ctx context.Context, id string) ([]Transfer, *http.Response, error) {
+	if err := validateKey(id); err != nil {
+		return nil, nil, fmt.Errorf("saferetry: client_transfer_id: %s", err)
+	}
+	page, resp, err := s.list(ctx, ListTransfersOptions{ClientTransferID: id})
+	var apiErr *APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+		return nil, resp, ErrTransferNotFound
+	}
+	if err != nil {
+		return nil, resp, err
+	}
+	var found []Transfer
+	for _, t := range page.Transfers {
+		if t.ClientTransferID == id {
+			found = append(found, t)
 		}
 	}
-	return nil, ErrTransferNotFound
+	if len(found) == 0 {
+		return nil, resp, ErrTransferNotFound
+	}
+	return found, resp, nil
 }
