@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -476,4 +479,328 @@ func TestCreateRefusesInconsistentFirstSentAt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The chaos scenarios of Transfers.Create: many creates at once against
+// the fake, each scenario checking what every create reported against the
+// server's own counts, and reporting requests per logical create.
+// SAFERETRY_FLOW_OPS sets the creates per scenario (default 200).
+
+// flowFault draws the fault of one attempt from the id and the attempt
+// number, so a run is the same whatever order the creates reach the server
+// in; rate is the share of attempts that get one.
+func flowFault(id string, attempt int, rate float64, kinds []saferetrytest.Fault) saferetrytest.Fault {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%d", id, attempt)
+	x := h.Sum64()
+	if float64(x%10000)/10000 >= rate {
+		return saferetrytest.FaultNone
+	}
+	return kinds[(x/10000)%uint64(len(kinds))]
+}
+
+var flowFaults = []saferetrytest.Fault{
+	saferetrytest.FaultDropBeforeProcessing, saferetrytest.FaultDropAfterProcessing, saferetrytest.FaultResetMidBody,
+	saferetrytest.FaultInternalError, saferetrytest.FaultBadGateway, saferetrytest.FaultGatewayTimeout,
+	saferetrytest.FaultUnavailable, saferetrytest.FaultRateLimited,
+}
+
+// flowResult is what one create reported.
+type flowResult struct {
+	id  string
+	tr  *Transfer
+	err error
+}
+
+// runFlow runs fn for ops ids on 32 goroutines.
+func runFlow(ops int, prefix string, fn func(id string) flowResult) []flowResult {
+	results := make([]flowResult, ops)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				results[i] = fn(fmt.Sprintf("%s-%05d", prefix, i))
+			}
+		}()
+	}
+	for i := range ops {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	return results
+}
+
+// flowTally counts what the creates of one scenario reported.
+type flowTally struct {
+	ops, done, unknown, definite int
+	violations                   []string
+}
+
+// check holds one create's report against made, the transfers the server
+// made under its id during the scenario: a create reported done made
+// exactly one, and returned it; a definite failure made none; an unknown
+// one at most one.
+func (f *flowTally) check(r flowResult, made int, ids map[int64]bool) {
+	f.ops++
+	switch {
+	case r.err == nil:
+		f.done++
+		if made != 1 || !ids[r.tr.ID] {
+			f.violations = append(f.violations, fmt.Sprintf("%s reported %v (transfer %d) but the scenario made %d", r.id, r.tr.Outcome, r.tr.ID, made))
+		}
+	case errors.Is(r.err, ErrOutcomeUnknown):
+		f.unknown++
+		if made > 1 || KeyFromError(r.err) != r.id {
+			f.violations = append(f.violations, fmt.Sprintf("%s unknown with key %q, made %d", r.id, KeyFromError(r.err), made))
+		}
+	default:
+		f.definite++
+		if made != 0 {
+			f.violations = append(f.violations, fmt.Sprintf("%s failed definitely (%v) but the scenario made %d", r.id, r.err, made))
+		}
+	}
+}
+
+func (f *flowTally) report(t *testing.T, name string, requests int) {
+	t.Helper()
+	line := fmt.Sprintf("chaos zerohash %s: ops=%d done=%d unknown=%d definite=%d requests_per_create=%.2f",
+		name, f.ops, f.done, f.unknown, f.definite, float64(requests)/float64(f.ops))
+	fmt.Println(line)
+	t.Log(line)
+	for i, v := range f.violations {
+		if i == 10 {
+			t.Errorf("and %d more", len(f.violations)-i)
+			break
+		}
+		t.Error(v)
+	}
+}
+
+// madeBy reads what a closed server made under each id beyond before.
+func madeBy(srv *saferetrytest.ZeroHashServer, results []flowResult, before map[string]int) map[string]int {
+	made := map[string]int{}
+	for _, r := range results {
+		made[r.id] = srv.CreatedWithClientTransferID(r.id) - before[r.id]
+	}
+	return made
+}
+
+func TestChaosZeroHashScenarios(t *testing.T) {
+	ops := 200
+	if v := os.Getenv("SAFERETRY_FLOW_OPS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("SAFERETRY_FLOW_OPS=%q: want a positive integer", v)
+		}
+		ops = n
+	}
+	t.Run("aged transfers", func(t *testing.T) { chaosAged(t, ops) })
+	t.Run("normalising server", func(t *testing.T) { chaosNormalising(t, ops) })
+	t.Run("rate-limit storm", func(t *testing.T) { chaosRateLimitStorm(t, min(ops, 64)) })
+	t.Run("rate limited throughout", func(t *testing.T) { chaosRateLimitedThroughout(t, ops) })
+	t.Run("outage", func(t *testing.T) { chaosOutage(t, ops, false) })
+	t.Run("outage, burst spent", func(t *testing.T) { chaosOutage(t, ops, true) })
+}
+
+// newIDs lists the transfers made during a scenario, by zerohash id.
+func newIDs(c *Client, t *testing.T, results []flowResult, before map[int64]bool) map[int64]bool {
+	t.Helper()
+	ids := map[int64]bool{}
+	for _, r := range results {
+		if r.err == nil && !before[r.tr.ID] {
+			ids[r.tr.ID] = true
+		}
+	}
+	return ids
+}
+
+// chaosAged: every id already holds a transfer, ten days old (zerohash
+// takes the id as new again) for even ids, an hour old (zerohash refuses
+// it) for odd ones; the creates meet faults on 40 % of their attempts.
+// None may return the old transfer.
+func chaosAged(t *testing.T, ops int) {
+	srv := saferetrytest.NewZeroHashServer()
+	c := flowClientOf(t, srv)
+	old := map[int64]bool{}
+	var mu sync.Mutex
+	setup := runFlow(ops, "aged", func(id string) flowResult {
+		tr, err := c.Transfers.Create(context.Background(), flowRequest(id))
+		if err == nil {
+			mu.Lock()
+			old[tr.ID] = true
+			mu.Unlock()
+		}
+		return flowResult{id: id, tr: tr, err: err}
+	})
+	before := map[string]int{}
+	for i, r := range setup {
+		if r.err != nil {
+			t.Fatalf("setup %s: %v", r.id, r.err)
+		}
+		srv.AgeTransfer(r.id, map[bool]time.Duration{true: 10 * 24 * time.Hour, false: time.Hour}[i%2 == 0])
+		before[r.id] = 1
+	}
+	setupRequests := len(srv.Requests())
+	srv.SetFaultFunc(func(id string, attempt int) saferetrytest.Fault { return flowFault(id, attempt, 0.4, flowFaults) })
+	results := runFlow(ops, "aged", func(id string) flowResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tr, err := c.Transfers.Create(ctx, flowRequest(id))
+		return flowResult{id: id, tr: tr, err: err}
+	})
+	srv.Close()
+	made := madeBy(srv, results, before)
+	ids := newIDs(c, t, results, old)
+	tally := &flowTally{}
+	for i, r := range results {
+		tally.check(r, made[r.id], ids)
+		if r.err == nil && old[r.tr.ID] {
+			t.Errorf("%s returned the transfer %d made before this create", r.id, r.tr.ID)
+		}
+		if i%2 == 1 && !errors.Is(r.err, ErrDuplicateClientTransferID) {
+			t.Errorf("%s: zerohash holds the id (an hour old): got %v, want ErrDuplicateClientTransferID", r.id, r.err)
+		}
+	}
+	tally.report(t, "aged", len(srv.Requests())-setupRequests)
+}
+
+// chaosNormalising: the server upper-cases codes; the creates send them
+// lower-case and meet faults on 40 % of their attempts.
+func chaosNormalising(t *testing.T, ops int) {
+	srv := saferetrytest.NewZeroHashServer()
+	srv.UpperCaseCodes = true
+	srv.SetFaultFunc(func(id string, attempt int) saferetrytest.Fault { return flowFault(id, attempt, 0.4, flowFaults) })
+	c := flowClientOf(t, srv)
+	results := runFlow(ops, "normalised", func(id string) flowResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		req := flowRequest(id)
+		req.Asset, req.FromParticipantCode, req.ToAccountGroup = "usd", "plat01", "plat01"
+		tr, err := c.Transfers.Create(ctx, req)
+		return flowResult{id: id, tr: tr, err: err}
+	})
+	srv.Close()
+	made := madeBy(srv, results, nil)
+	ids := newIDs(c, t, results, nil)
+	tally := &flowTally{}
+	for _, r := range results {
+		tally.check(r, made[r.id], ids)
+		if errors.Is(r.err, ErrDuplicateClientTransferID) {
+			t.Errorf("%s: %v", r.id, r.err)
+		}
+	}
+	tally.report(t, "normalising", len(srv.Requests()))
+}
+
+// chaosRateLimitStorm: the first three POSTs of every id are answered 429
+// with Retry-After: 1; the transport retries once (after the second), so
+// a create waits at its own level before its second POST. Every 429
+// proves nothing was processed: each create is created, or, once the
+// retry budget is spent, definitely not created; none is unknown, none
+// needs a lookup, and no repost comes sooner than the second asked for.
+func chaosRateLimitStorm(t *testing.T, ops int) {
+	srv := saferetrytest.NewZeroHashServer()
+	srv.RetryAfterSeconds = 1
+	srv.SetFaultFunc(func(_ string, attempt int) saferetrytest.Fault {
+		if attempt <= 3 {
+			return saferetrytest.FaultRateLimited
+		}
+		return saferetrytest.FaultNone
+	})
+	c := flowClientOf(t, srv, WithMaxRetries(1))
+	waits := recordWaits(c)
+	results := runFlow(ops, "storm", func(id string) flowResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tr, err := c.Transfers.Create(ctx, flowRequest(id))
+		return flowResult{id: id, tr: tr, err: err}
+	})
+	srv.Close()
+	made := madeBy(srv, results, nil)
+	ids := newIDs(c, t, results, nil)
+	tally := &flowTally{}
+	for _, r := range results {
+		tally.check(r, made[r.id], ids)
+		created := r.err == nil && r.tr.Outcome == OutcomeCreated
+		if !created && !(errors.Is(r.err, ErrRateLimited) && !errors.Is(r.err, ErrOutcomeUnknown)) {
+			t.Errorf("%s: %+v, %v; want OutcomeCreated or a definite ErrRateLimited", r.id, r.tr, r.err)
+		}
+	}
+	if n := countMethod(srv, http.MethodGet); n != 0 {
+		t.Errorf("%d lookups: a 429 proves nothing was processed", n)
+	}
+	for _, d := range waits.all() {
+		if d < time.Second {
+			t.Errorf("a repost after %v; the server asked for 1 s", d)
+		}
+	}
+	tally.report(t, "rate-limit storm", len(srv.Requests()))
+}
+
+// chaosRateLimitedThroughout: every POST is answered 429 with Retry-After:
+// 60, more than the creates' 5 s contexts hold: each ends at once,
+// definitely not created, after one POST.
+func chaosRateLimitedThroughout(t *testing.T, ops int) {
+	srv := saferetrytest.NewZeroHashServer()
+	srv.RetryAfterSeconds = 60
+	srv.SetFaultFunc(func(string, int) saferetrytest.Fault { return saferetrytest.FaultRateLimited })
+	c := flowClientOf(t, srv)
+	results := runFlow(ops, "limited", func(id string) flowResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		tr, err := c.Transfers.Create(ctx, flowRequest(id))
+		return flowResult{id: id, tr: tr, err: err}
+	})
+	srv.Close()
+	made := madeBy(srv, results, nil)
+	tally := &flowTally{}
+	for _, r := range results {
+		tally.check(r, made[r.id], nil)
+		if !errors.Is(r.err, ErrRateLimited) || errors.Is(r.err, ErrOutcomeUnknown) {
+			t.Errorf("%s: %v; want ErrRateLimited, definite", r.id, r.err)
+		}
+	}
+	if n := len(srv.Requests()); n != ops {
+		t.Errorf("%d requests for %d creates; want one POST each", n, ops)
+	}
+	tally.report(t, "rate limited throughout", len(srv.Requests()))
+}
+
+// chaosOutage: 502 to every request, the Transport's budget as it comes
+// (refilled with time), its burst of 100 included or first spent: every
+// create ends unknown, and the server sees little more than one request
+// per create.
+func chaosOutage(t *testing.T, ops int, burstSpent bool) {
+	srv := saferetrytest.NewZeroHashServer()
+	srv.SetFaultFunc(func(string, int) saferetrytest.Fault { return saferetrytest.FaultBadGateway })
+	for range ops * 4 {
+		srv.ScriptLookup(saferetrytest.FaultBadGateway)
+	}
+	c := flowClientOf(t, srv)
+	name := "outage (burst of 100 included)"
+	if burstSpent {
+		for c.transport.budget.withdraw() {
+		}
+		name = "outage (burst spent)"
+	}
+	results := runFlow(ops, "outage", func(id string) flowResult {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tr, err := c.Transfers.Create(ctx, flowRequest(id))
+		return flowResult{id: id, tr: tr, err: err}
+	})
+	srv.Close()
+	made := madeBy(srv, results, nil)
+	tally := &flowTally{}
+	for _, r := range results {
+		tally.check(r, made[r.id], nil)
+	}
+	if tally.unknown != ops {
+		t.Errorf("%d of %d creates unknown; a 502 may follow processing", tally.unknown, ops)
+	}
+	tally.report(t, name, len(srv.Requests()))
 }
