@@ -437,7 +437,8 @@ type ListTransfersOptions struct {
 	ToAccountLabel      string
 	Currency            string
 	// RequestedAfter and RequestedBefore filter on the request time
-	// (requested_timestamp[gte] and [lt]); zero: no bound.
+	// (requested_timestamp[gte] and [lt]); zero: no bound. Both set,
+	// RequestedAfter must be before RequestedBefore.
 	RequestedAfter  time.Time
 	RequestedBefore time.Time
 	Page            int // from 1; 0: the first page
@@ -456,6 +457,10 @@ type TransferPage struct {
 func (o ListTransfersOptions) query() (url.Values, error) {
 	if o.Page < 0 || o.PageSize < 0 || o.PageSize > 100 {
 		return nil, fmt.Errorf("saferetry: ListTransfersOptions: page %d or page size %d out of range (page >= 1, page size 1..100)", o.Page, o.PageSize)
+	}
+	if !o.RequestedAfter.IsZero() && !o.RequestedBefore.IsZero() && !o.RequestedAfter.Before(o.RequestedBefore) {
+		return nil, fmt.Errorf("saferetry: ListTransfersOptions: RequestedAfter %s is not before RequestedBefore %s: no transfer can match",
+			o.RequestedAfter.UTC().Format(time.RFC3339), o.RequestedBefore.UTC().Format(time.RFC3339))
 	}
 	q := url.Values{}
 	for name, v := range map[string]string{
@@ -508,8 +513,12 @@ func (s *TransfersService) list(ctx context.Context, opts ListTransfersOptions) 
 	return &page, resp, nil
 }
 
-// Get returns the transfer with zerohash's numeric id.
+// Get returns the transfer with zerohash's numeric id (positive; any
+// other is refused before anything is sent).
 func (s *TransfersService) Get(ctx context.Context, id int64) (*Transfer, error) {
+	if id <= 0 {
+		return nil, fmt.Errorf("saferetry: transfer id %d: zerohash's ids are positive", id)
+	}
 	var wrapped struct {
 		Message Transfer `json:"message"`
 	}

@@ -481,6 +481,26 @@ func TestCreateRefusesInconsistentFirstSentAt(t *testing.T) {
 	}
 }
 
+// Kind 5 beside Create: a query that cannot match anything is refused
+// before it is sent.
+func TestTransfersRefuseImpossibleQueries(t *testing.T) {
+	srv := flowServer(t)
+	c := flowClientOf(t, srv)
+	now := time.Now()
+	_, err := c.Transfers.List(context.Background(), ListTransfersOptions{RequestedAfter: now, RequestedBefore: now.Add(-time.Hour)})
+	if err == nil || !strings.Contains(err.Error(), "RequestedAfter") {
+		t.Errorf("List: err = %v; want a refusal naming RequestedAfter and RequestedBefore", err)
+	}
+	for _, id := range []int64{0, -1} {
+		if _, err := c.Transfers.Get(context.Background(), id); err == nil || !strings.Contains(err.Error(), "transfer id") {
+			t.Errorf("Get(%d): err = %v; want a refusal of the id", id, err)
+		}
+	}
+	if n := len(srv.Requests()); n != 0 {
+		t.Fatalf("the server received %d requests", n)
+	}
+}
+
 // The chaos scenarios of Transfers.Create: many creates at once against
 // the fake, each scenario checking what every create reported against the
 // server's own counts, and reporting requests per logical create.
