@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -540,5 +544,237 @@ func TestChiftCreateSpentOnAServerErrorIsUnknown(t *testing.T) {
 		if next != chiftDone || !errors.As(err, &spent) || spent.OriginalStatus != status || errors.Is(err, ErrOutcomeUnknown) != unknown {
 			t.Errorf("original %d: %v, %v; want spent, ErrOutcomeUnknown %v", status, next, err, unknown)
 		}
+	}
+}
+
+// The chaos scenarios of Chift.Create's flow, beside chaos_test.go's: ids
+// reused across endpoints under seeded faults, a rate-limit storm, and an
+// outage with the budget spent. Each prints a "chaos " line (.ci/run shows
+// them) with posts per operation (POST attempts, the transport's retries
+// included) beside requests per logical create (everything the server
+// received: posts, reposts, lookups). SAFERETRY_CHAOS_OPS and
+// SAFERETRY_CHAOS_SEED set the size and the seed, as for chaos_test.go.
+
+const (
+	flowChaosWorkers   = 32
+	flowChaosFaultRate = 0.30
+)
+
+func flowChaosSetting(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// flowChaosFaults are the create faults the Chift fake supports.
+var flowChaosFaults = []saferetrytest.Fault{
+	saferetrytest.FaultDropBeforeProcessing, saferetrytest.FaultDropAfterProcessing, saferetrytest.FaultSlowCommit,
+	saferetrytest.FaultResetMidBody, saferetrytest.FaultInternalError, saferetrytest.FaultBadGateway,
+	saferetrytest.FaultUnavailable, saferetrytest.FaultGatewayTimeout, saferetrytest.FaultRateLimited,
+	saferetrytest.FaultInProcess,
+}
+
+// flowChaosFault draws the fault of one attempt from the seed, the key and
+// the attempt number, so a run is the same whatever order the goroutines
+// reach the server in.
+func flowChaosFault(seed int, key string, attempt int) saferetrytest.Fault {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s/%d", seed, key, attempt)
+	x := h.Sum64()
+	if float64(x%10000)/10000 >= flowChaosFaultRate {
+		return saferetrytest.FaultNone
+	}
+	return flowChaosFaults[(x/10000)%uint64(len(flowChaosFaults))]
+}
+
+// runFlowChaos runs op(0) to op(n-1) on flowChaosWorkers goroutines.
+func runFlowChaos(n int, op func(i int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range flowChaosWorkers {
+		wg.Go(func() {
+			for i := range work {
+				op(i)
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+}
+
+// perOp is what the server received per operation: POST attempts and all
+// requests.
+func perOp(srv *saferetrytest.ChiftServer, ops int) (posts, requests float64) {
+	reqs := srv.Requests()
+	n := 0
+	for _, r := range reqs {
+		if r.Method == http.MethodPost {
+			n++
+		}
+	}
+	return float64(n) / float64(ops), float64(len(reqs)) / float64(ops)
+}
+
+// flowChaosOutcome is what one Create reported.
+type flowChaosOutcome struct {
+	created *ChiftCreated
+	err     error
+}
+
+// A request id first creates an accounting entry, then an invoicing
+// invoice, both under seeded faults: no create may be reported done with
+// an entity that is not its own (the other endpoint's), none may be
+// reported failed while its entity exists, and no id may hold two. The
+// retry budget is off: at this fault rate it would end many creates before
+// the lookup whose record is compared (TestChaosChiftOutage measures it).
+func TestChaosChiftReusedIDs(t *testing.T) {
+	ops, seed := flowChaosSetting(t, "SAFERETRY_CHAOS_OPS", 1000), flowChaosSetting(t, "SAFERETRY_CHAOS_SEED", 1)
+	ids := max(ops/2, 1)
+	r := newFlowRig(t, WithAttemptTimeout(200*time.Millisecond), WithBackoff(5*time.Millisecond, 50*time.Millisecond),
+		WithMaxRetries(5), WithoutRetryBudget())
+	r.srv.SlowDelay = 300 * time.Millisecond
+	r.srv.SetFaultFunc(func(key string, attempt int) saferetrytest.Fault { return flowChaosFault(seed, key, attempt) })
+	kinds := []string{"accounting", "invoicing"}
+	outcomes := make([][2]flowChaosOutcome, ids)
+	runFlowChaos(ids, func(i int) {
+		id := fmt.Sprintf("reuse-%06d", i)
+		for k, kind := range kinds {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			created, err := r.create(ctx, kind, id, map[string]any{"kind": kind, "total": 121})
+			cancel()
+			outcomes[i][k] = flowChaosOutcome{created, err}
+		}
+	})
+	r.srv.Close() // a commit still held for a create that gave up lands now
+	// Entity ids are inv_1 to inv_<created>: the kind held under each id.
+	held := map[string]string{}
+	for n := 1; n <= r.srv.Created(); n++ {
+		inv, _ := r.srv.Entity("inv_" + strconv.Itoa(n))
+		held[inv.Key] = fmt.Sprint(inv.Body["kind"])
+	}
+	var done, unknown, failed, spent, duplicates, lost, wrong int
+	for i := range ids {
+		id := fmt.Sprintf("reuse-%06d", i)
+		if r.srv.CreatedWithKey(id) > 1 {
+			duplicates++
+		}
+		for k, kind := range kinds {
+			o := outcomes[i][k]
+			switch {
+			case o.err == nil:
+				done++
+				if inv, ok := r.srv.Entity(o.created.EntityID); !ok || inv.Key != id || inv.Body["kind"] != kind {
+					wrong++
+					t.Errorf("%s %s reported done with %s, which is %+v", kind, id, o.created.EntityID, inv)
+				}
+			case errors.Is(o.err, ErrOutcomeUnknown) && KeyFromError(o.err) == id:
+				unknown++
+			case held[id] == kind:
+				lost++
+				t.Errorf("%s %s exists but was reported failed: %v", kind, id, o.err)
+			default:
+				failed++
+				if errors.Is(o.err, ErrRequestIDSpent) {
+					spent++
+				}
+			}
+		}
+	}
+	posts, requests := perOp(r.srv, 2*ids)
+	line := fmt.Sprintf("chaos chift-reused-ids: ops=%d ids=%d fault_rate=%.2f duplicates=%d lost=%d wrong_entity=%d done=%d unknown=%d failed=%d id_spent=%d posts_per_op=%.2f requests_per_create=%.2f seed=%d",
+		2*ids, ids, flowChaosFaultRate, duplicates, lost, wrong, done, unknown, failed, spent, posts, requests, seed)
+	fmt.Println(line)
+	t.Log(line)
+	if duplicates != 0 || lost != 0 || wrong != 0 || spent == 0 {
+		t.Errorf("%d duplicates, %d lost, %d with another's entity, %d refused as spent (want some)", duplicates, lost, wrong, spent)
+	}
+}
+
+// Every POST answered 429 with Retry-After: 60: each create posts once and
+// ends in a definite *ChiftRateLimitedError that says to wait 60 s.
+func TestChaosChiftRateLimitStorm(t *testing.T) {
+	ops := flowChaosSetting(t, "SAFERETRY_CHAOS_OPS", 1000)
+	r := newFlowRig(t)
+	r.srv.RetryAfterSeconds = 60
+	r.srv.SetFaultFunc(func(string, int) saferetrytest.Fault { return saferetrytest.FaultRateLimited })
+	var mu sync.Mutex
+	var limited, other int
+	runFlowChaos(ops, func(i int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := r.create(ctx, "invoicing", fmt.Sprintf("storm-%06d", i), invoice("S"))
+		var rl *ChiftRateLimitedError
+		ok := errors.As(err, &rl) && rl.RetryAfter == time.Minute && !errors.Is(err, ErrOutcomeUnknown)
+		mu.Lock()
+		defer mu.Unlock()
+		if ok {
+			limited++
+		} else if other++; other <= 3 {
+			t.Errorf("create %d: %v", i, err)
+		}
+	})
+	posts, requests := perOp(r.srv, ops)
+	line := fmt.Sprintf("chaos chift-rate-limit-storm: ops=%d retry_after=60s rate_limited=%d other=%d created=%d posts_per_op=%.2f requests_per_create=%.2f",
+		ops, limited, other, r.srv.Created(), posts, requests)
+	fmt.Println(line)
+	t.Log(line)
+	if limited != ops || r.srv.Created() != 0 || requests != 1 {
+		t.Errorf("want every create rate limited after one request, nothing created")
+	}
+}
+
+// Chift down, the budget's burst spent, 32 callers at once: a 503 (nothing
+// processed) ends every create definite, a gateway's 502 (the origin may
+// have processed it) in ErrOutcomeUnknown; either way the server sees
+// about 1.2 requests per create (the budget's clock stands still here, so
+// its 10 a second add nothing).
+func TestChaosChiftOutage(t *testing.T) {
+	ops := flowChaosSetting(t, "SAFERETRY_CHAOS_OPS", 1000)
+	for _, tt := range []struct {
+		fault   saferetrytest.Fault
+		unknown bool
+	}{
+		{saferetrytest.FaultUnavailable, false},
+		{saferetrytest.FaultBadGateway, true},
+	} {
+		t.Run(tt.fault.String(), func(t *testing.T) {
+			r := newFlowRig(t)
+			r.srv.SetFaultFunc(func(string, int) saferetrytest.Fault { return tt.fault })
+			spentBudget(r.c)
+			var mu sync.Mutex
+			var honest, other int
+			runFlowChaos(ops, func(i int) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				id := fmt.Sprintf("outage-%06d", i)
+				_, err := r.create(ctx, "invoicing", id, invoice("O"))
+				ok := err != nil && errors.Is(err, ErrOutcomeUnknown) == tt.unknown && KeyFromError(err) == id
+				mu.Lock()
+				defer mu.Unlock()
+				if ok {
+					honest++
+				} else if other++; other <= 3 {
+					t.Errorf("create %d: %v", i, err)
+				}
+			})
+			posts, requests := perOp(r.srv, ops)
+			line := fmt.Sprintf("chaos chift-outage-%s: ops=%d budget=spent unknown_expected=%v as_expected=%d other=%d created=%d posts_per_op=%.2f requests_per_create=%.3f",
+				tt.fault, ops, tt.unknown, honest, other, r.srv.Created(), posts, requests)
+			fmt.Println(line)
+			t.Log(line)
+			if limit := 1 + DefaultRetryRatio + 1.0/float64(ops); requests > limit || honest != ops || r.srv.Created() != 0 {
+				t.Errorf("want %.3f requests per create at most, every error as expected, nothing created", limit)
+			}
+		})
 	}
 }
