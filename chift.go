@@ -72,7 +72,11 @@ func (t *Transaction) UnmarshalJSON(data []byte) error {
 
 // LookupTransaction asks GET /consumers/{consumer}/connections/{connection}/
 // transactions?client_request_id= what became of a request. An unknown id
-// is an *APIError that matches ErrTransactionNotFound.
+// is an *APIError that matches ErrTransactionNotFound. The record is the
+// request Chift holds under the id, whatever its endpoint (ids are unique
+// "regardless of the endpoint"): before taking its CreatedEntityID for a
+// create of yours, compare its Method and Route with that create's, as
+// Create does.
 func (s *ChiftService) LookupTransaction(ctx context.Context, consumerID, connectionID, clientRequestID string) (*Transaction, error) {
 	t, _, err := s.lookup(ctx, consumerID, connectionID, clientRequestID)
 	return t, err
@@ -122,7 +126,7 @@ type ChiftCreate struct {
 	// and an io.Reader (encoding/json would send "{}"). Chift would answer
 	// each with a 422, which spends the request id.
 	Body         any
-	ConsumerID   string // needed to look the request up after a lost answer
+	ConsumerID   string // needed to look the request up after a lost answer; the one Path names, if it names one
 	ConnectionID string
 	// RequestID is the X-Chift-Client-RequestId; empty: a UUIDv4. Reuse
 	// one on purpose to finish a create an earlier process began.
@@ -685,6 +689,9 @@ func (in *ChiftCreate) prepare(now time.Time) (json.RawMessage, error) {
 	if err := requireIDs(map[string]string{"ChiftCreate ConsumerID": in.ConsumerID, "ChiftCreate ConnectionID": in.ConnectionID}); err != nil {
 		return nil, err
 	}
+	if consumer, ok := pathConsumer(in.Path); ok && consumer != in.ConsumerID {
+		return nil, fmt.Errorf("saferetry: ChiftCreate: Path is under consumer %q, ConsumerID is %q: the log read after a lost answer would be the wrong consumer's", consumer, in.ConsumerID)
+	}
 	body, err := encodeChiftBody(in.Body)
 	if err != nil {
 		return nil, err
@@ -705,6 +712,19 @@ func (in *ChiftCreate) prepare(now time.Time) (json.RawMessage, error) {
 		in.RequestID = id
 	}
 	return body, ValidateKey(in.RequestID)
+}
+
+// pathConsumer reads the consumer id of a Chift path,
+// "consumers/{consumer_id}/...", as every create endpoint is (Chift's
+// OpenAPI); ok is false for a path of another shape.
+func pathConsumer(path string) (consumer string, ok bool) {
+	path, _, _ = strings.Cut(strings.TrimPrefix(path, "/"), "?")
+	parts := strings.Split(path, "/")
+	if len(parts) < 3 || parts[0] != "consumers" {
+		return "", false
+	}
+	consumer, err := url.PathUnescape(parts[1])
+	return consumer, err == nil
 }
 
 // encodeChiftBody gives the bytes of ChiftCreate.Body: JSON already

@@ -226,6 +226,11 @@ func TestChiftCreateRefusesBadInputBeforeSpendingTheID(t *testing.T) {
 		{"raw message that is not JSON", r.input("invoicing", "F-9", json.RawMessage(`{"invoice_number":`)), "Body"},
 		{"a nil pointer, JSON null", r.input("invoicing", "F-9", nilInvoice), "Body"},
 		{"a reader", r.input("invoicing", "F-9", strings.NewReader(`{"invoice_number":"F-9"}`)), "Body"},
+		{"a path under another consumer", func() ChiftCreate {
+			in := r.input("invoicing", "F-9", invoice("F-9"))
+			in.Path = "consumers/c2/invoicing/invoices"
+			return in
+		}(), "ConsumerID"},
 		{"first sent in the future", func() ChiftCreate {
 			in := r.input("invoicing", "F-9", invoice("F-9"))
 			in.FirstSentAt = time.Now().Add(time.Hour)
@@ -509,7 +514,8 @@ func TestChiftCreateComparesMethodAndRoute(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		create, err := c.Chift.newCreate(ChiftCreate{Path: tt.path, Body: invoice("X"), ConsumerID: "c1", ConnectionID: "k1", RequestID: "id-1"}, time.Now())
+		consumer, _ := pathConsumer(tt.path)
+		create, err := c.Chift.newCreate(ChiftCreate{Path: tt.path, Body: invoice("X"), ConsumerID: consumer, ConnectionID: "k1", RequestID: "id-1"}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
