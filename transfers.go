@@ -58,8 +58,8 @@ var ErrRateLimited = errors.New("saferetry: rate limited")
 // Cause and Err; never ErrOutcomeUnknown.
 type NotCreatedError struct {
 	ClientTransferID string
-	// Reason says why Create stopped, e.g. "the wait does not fit the
-	// context" or "gave up after 4 posts".
+	// Reason says why Create stopped, e.g. "the context ends within the
+	// 1m0s wait before the next post" or "gave up after 4 posts".
 	Reason string
 	// RetryAfter is the wait the last answer asked for: its Retry-After,
 	// or ZeroHashRateLimitWait for a 429 without one; 0 when none.
