@@ -523,13 +523,11 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 		return false
 	}
 	c.wait = c.nextWait()
-	if resp != nil {
-		if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			if d > c.t.cfg.maxRetryAfter {
-				return false
-			}
-			c.wait = max(d, c.wait)
+	if d, ok := c.askedWait(resp); ok {
+		if d > c.t.cfg.maxRetryAfter {
+			return false
 		}
+		c.wait = max(d, c.wait)
 	}
 	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < c.wait {
 		return false
@@ -539,6 +537,22 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 		return false
 	}
 	return true
+}
+
+// askedWait is how long the server asked to wait: its Retry-After, or,
+// for a 429 without one under zerohash, the 10-second lock-out zerohash
+// documents after its rate limit is hit (ZeroHashRateLimitWait).
+func (c *call) askedWait(resp *http.Response) (time.Duration, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		return d, true
+	}
+	if c.t.cfg.rateLimitFirst && resp.StatusCode == http.StatusTooManyRequests {
+		return ZeroHashRateLimitWait, true
+	}
+	return 0, false
 }
 
 func (c *call) report(resp *http.Response, err error, retry bool) {

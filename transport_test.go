@@ -331,7 +331,8 @@ func TestWhatIsRetried(t *testing.T) {
 		{"zerohash POST, 502", "POST", []Option{WithZeroHashRequestID()}, answer(502, ""), false, false},
 		{"zerohash POST, 503 without zh-allow-retry", "POST", []Option{WithZeroHashRequestID()}, answer(503, ""), false, false},
 		{"zerohash POST, 503 zh-allow-retry", "POST", []Option{WithZeroHashRequestID()}, reply{status: 503, header: http.Header{"Zh-Allow-Retry": {"true"}}}, true, false},
-		{"zerohash POST, 429", "POST", []Option{WithZeroHashRequestID()}, answer(429, ""), true, false},
+		{"zerohash POST, 429", "POST", []Option{WithZeroHashRequestID()}, reply{status: 429, header: http.Header{"Retry-After": {"0"}}}, true, false},
+		{"zerohash POST, bare 429: the 10 s lock-out does not fit the retry cap", "POST", []Option{WithZeroHashRequestID(), WithMaxRetryAfter(5 * time.Second)}, answer(429, ""), false, false},
 		{"zerohash POST, error after sending", "POST", []Option{WithZeroHashRequestID()}, failure(errConnReset, true), false, false},
 		{"zerohash POST, error before sending", "POST", []Option{WithZeroHashRequestID()}, failure(errConnReset, false), true, false},
 	}
