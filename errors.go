@@ -28,9 +28,11 @@ var (
 	ErrRequestInProcess = errors.New("saferetry: request still in process")
 
 	// ErrDuplicateClientTransferID: zerohash holds a transfer under this
-	// client_transfer_id that is not this one (other accounts, asset or
-	// amount). A duplicate answer for this very transfer is resolved by a
-	// lookup (OutcomeRecovered), not returned.
+	// client_transfer_id that is not this create's: other accounts, asset or
+	// amount, created before this id was first sent (less
+	// TransferClockSkewMargin), or no POST of this create can have been
+	// processed. *TransferMismatchError says which. A duplicate answer for
+	// this very transfer is resolved by a lookup (OutcomeRecovered).
 	ErrDuplicateClientTransferID = errors.New("saferetry: client_transfer_id is not unique")
 
 	// ErrOutcomeUnknown: a request that may have reached the server failed in
