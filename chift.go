@@ -453,9 +453,9 @@ func (c *chiftCreate) answered(apiErr *APIError) chiftNext {
 	if s == http.StatusRequestTimeout || s == http.StatusTooManyRequests || s >= 500 {
 		return chiftRepost
 	}
-	if !silentOnKey(s) {
-		c.mayExist = false
-	}
+	// A 4xx to a repost does not clear an earlier post that may have been
+	// processed: a proxy in front of Chift answers 400, 404 or 413 without
+	// looking at the id.
 	return chiftGiveUp
 }
 
@@ -588,6 +588,9 @@ func (c *chiftCreate) fromLog(t *Transaction) (created *ChiftCreated, done bool,
 	if err := c.notOurs(t); err != nil {
 		return nil, true, err
 	}
+	if err := c.beforeFirstSend(t); err != nil {
+		return nil, true, err
+	}
 	switch {
 	case t.InProcess():
 		return nil, false, nil
@@ -598,6 +601,26 @@ func (c *chiftCreate) fromLog(t *Transaction) (created *ChiftCreated, done bool,
 		})
 	}
 	return &ChiftCreated{RequestID: c.in.RequestID, StatusCode: t.StatusCode, EntityID: t.CreatedEntityID, Recovered: true}, true, nil
+}
+
+// ChiftLogSkewMargin is how much earlier than FirstSentAt Chift's log may
+// date a request and it still be taken as this create's: the two clocks
+// are not tied to each other (Chift, unlike zerohash, signs nothing with a
+// timestamp), so the margin is wide.
+const ChiftLogSkewMargin = 10 * time.Minute
+
+// beforeFirstSend: the logged request is older than this create's first
+// send (FirstSentAt, less ChiftLogSkewMargin), so it cannot be this
+// create's own. It is not called someone else's either (a FirstSentAt
+// recorded wrong would then advise a new id, and a duplicate): the outcome
+// is unknown.
+func (c *chiftCreate) beforeFirstSend(t *Transaction) error {
+	first := c.in.FirstSentAt
+	if first.IsZero() || t.CreatedOn.IsZero() || !t.CreatedOn.Before(first.Add(-ChiftLogSkewMargin)) {
+		return nil
+	}
+	return c.unknown(fmt.Sprintf("Chift's log dates the request under this id %s, %s before FirstSentAt: it cannot be shown to be this create's",
+		t.CreatedOn.UTC().Format(time.RFC3339), first.Sub(t.CreatedOn).Round(time.Second)), nil)
 }
 
 // notOurs compares the logged request with this create: the same method
@@ -749,13 +772,29 @@ func encodeChiftBody(body any) (json.RawMessage, error) {
 			return nil, fmt.Errorf("saferetry: ChiftCreate: encoding Body: %w", err)
 		}
 	}
+	trimmed := bytes.TrimSpace(raw)
 	switch {
 	case !json.Valid(raw):
 		return nil, errors.New("saferetry: ChiftCreate: Body is not valid JSON")
-	case bytes.Equal(bytes.TrimSpace(raw), []byte("null")):
+	case bytes.Equal(trimmed, []byte("null")):
 		return nil, fmt.Errorf("saferetry: ChiftCreate: Body (%T) is JSON null; Chift's creates take a JSON object", body)
+	case trimmed[0] != '{':
+		return nil, fmt.Errorf("saferetry: ChiftCreate: Body (%T) encodes to a JSON %s, not an object; Chift's creates take a JSON object", body, jsonKind(trimmed[0]))
 	}
 	return raw, nil
+}
+
+// jsonKind names the JSON value that starts with b.
+func jsonKind(b byte) string {
+	switch b {
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	}
+	return "number"
 }
 
 // entityID reads the "id" of a created entity, string or number.

@@ -308,10 +308,10 @@ func TestChiftCreateFailures(t *testing.T) {
 	defer srv.Close()
 	c, _ := chiftAPI(t, srv)
 	t.Run("validation error with an array detail", func(t *testing.T) {
-		_, err := c.Chift.Create(context.Background(), saferetry.ChiftCreate{
-			Path: "consumers/" + consumer + "/invoicing/invoices", Body: []string{"not", "an", "object"},
-			ConsumerID: consumer, ConnectionID: srv.ConnectionID,
-		})
+		// Chift.Create refuses a body that is not an object before sending
+		// it; the plain client shows Chift's 422.
+		_, err := c.DoJSON(context.Background(), http.MethodPost, "consumers/"+consumer+"/invoicing/invoices",
+			[]string{"not", "an", "object"}, nil)
 		var apiErr *saferetry.APIError
 		if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || len(apiErr.Details) == 0 || apiErr.Details[0].Msg == "" {
 			t.Fatalf("err = %v", err)

@@ -29,9 +29,12 @@ const transferRepostMargin = time.Hour
 // (WithZeroHashClock, else time.Now, plus the offset SyncZeroHashClock
 // measured) before it signs: a transfer zerohash made from one of our POSTs
 // shows a created_at at most 60 s, plus 1 s of the timestamp's rounding to
-// whole seconds, before that time. The margin doubles that. A transfer
-// created earlier still is not this create's (see Transfers.Create).
-const TransferClockSkewMargin = 2 * time.Minute
+// whole seconds, before that time; any wider margin would let another
+// client's transfer made just before ours pass for ours. A transfer
+// created earlier is not shown to be this create's (see Transfers.Create):
+// with other fields it is someone else's; with the same fields the outcome
+// is unknown.
+const TransferClockSkewMargin = 61 * time.Second
 
 // ZeroHashRateLimitWait is how long Create waits after a 429 that carries
 // no Retry-After before it posts again: zerohash rate-limits per IP address

@@ -119,6 +119,10 @@ func newFakeTarget() *target {
 	srv := saferetrytest.NewZeroHashServer()
 	const attemptTimeout = 400 * time.Millisecond
 	srv.SlowDelay = attemptTimeout + 200*time.Millisecond
+	// A 429 asks for 1 s: without Retry-After, Create waits zerohash's
+	// documented 10 s lock-out, and a few of those would outlast the demo's
+	// 15 s per create.
+	srv.RetryAfterSeconds = 1
 	return &target{
 		baseURL: srv.URL, apiKey: srv.APIKey, secret: srv.Secret, passphrase: srv.Passphrase,
 		from: "DEMO01", to: "CUST01", group: "00SCXM", asset: "USD", amount: "20.10",

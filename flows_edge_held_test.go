@@ -1,0 +1,70 @@
+package saferetry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/saferetry/saferetry-go/saferetrytest"
+)
+
+// Two creates under one request id on different routes, the first still
+// being committed when the second arrives: the second is told the id is
+// another request's, and only the first's entity exists.
+func TestFlowEdgeChiftSameIDOtherRouteWhileInProcess(t *testing.T) {
+	r := newFlowRig(t)
+	r.srv.SlowDelay = time.Hour
+	r.srv.Script(saferetrytest.FaultSlowCommit)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.create(context.Background(), "accounting", "C-1", invoice("C-1"))
+		done <- err
+	}()
+	waitFor(t, "the first post in process", func() bool { return r.count("POST") == 1 })
+	_, err := r.create(context.Background(), "invoicing", "C-1", invoice("C-2"))
+	r.srv.ReleaseSlowCommits()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var reused *ChiftRequestIDReusedError
+	if !errors.As(err, &reused) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("err = %v; want *ChiftRequestIDReusedError", err)
+	}
+	if r.srv.Created() != 1 {
+		t.Fatalf("%d entities", r.srv.Created())
+	}
+}
+
+// Two Transfers.Create under one id at once, the first held in a slow
+// commit: one transfer, the second told the id is held.
+func TestFlowEdgeTransfersSameIDConcurrently(t *testing.T) {
+	srv := flowServer(t)
+	srv.SlowDelay = time.Hour
+	srv.Script(saferetrytest.FaultSlowCommit)
+	c := flowClientOf(t, srv)
+	const id = "conc-1"
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Transfers.Create(context.Background(), flowRequest(id))
+		done <- err
+	}()
+	waitFor(t, "the first POST held", func() bool { return countMethod(srv, "POST") == 1 })
+	second := make(chan error, 1)
+	go func() {
+		_, err := c.Transfers.Create(context.Background(), flowRequest(id))
+		second <- err
+	}()
+	waitFor(t, "the second POST waiting", func() bool { return countMethod(srv, "POST") == 2 })
+	srv.ReleaseSlowCommits()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	err := <-second
+	if !errors.Is(err, ErrDuplicateClientTransferID) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("second: %v", err)
+	}
+	if srv.CreatedWithClientTransferID(id) != 1 {
+		t.Fatalf("%d transfers", srv.CreatedWithClientTransferID(id))
+	}
+}
