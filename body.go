@@ -44,7 +44,7 @@ type bodySource struct {
 // request has it, else by buffering up to limit bytes. A larger body is
 // sent once, as it streams, and never retried. req.Body is closed exactly
 // once, here or by the base transport.
-func newBodySource(req *http.Request, limit int64) (bodySource, error) {
+func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySource, error) {
 	if req.Body == nil || req.Body == http.NoBody {
 		return bodySource{}, nil
 	}
@@ -52,7 +52,7 @@ func newBodySource(req *http.Request, limit int64) (bodySource, error) {
 		req.Body.Close()
 		return bodySource{get: req.GetBody, length: req.ContentLength, callers: true}, nil
 	}
-	buf, err := readWithin(req.Context(), req.Body, limit+1)
+	buf, err := readWithin(ctx, req.Body, limit+1)
 	if err != nil {
 		req.Body.Close() // also stops a read the context cut short
 		return bodySource{}, fmt.Errorf("reading request body: %w", err)

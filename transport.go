@@ -122,19 +122,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
-	body, err := newBodySource(req, t.cfg.maxBufferedBody)
+	ctx, stop := req.Context(), context.CancelFunc(func() {})
+	if d := t.cfg.callTimeout; d > 0 {
+		ctx, stop = context.WithTimeoutCause(ctx, d, &TimeoutError{Limit: d})
+	}
+	body, err := newBodySource(ctx, req, t.cfg.maxBufferedBody)
 	if err != nil {
+		stop()
 		return nil, &RequestError{Method: req.Method, URL: redactURL(req), Key: k.key, Err: err}
 	}
 	if t.budget != nil {
 		t.budget.deposit()
 	}
 	c := newCall(t, req, k, body)
+	c.ctx = ctx
 	c.inherit(h, k.origin)
-	stop := context.CancelFunc(func() {})
-	if d := t.cfg.callTimeout; d > 0 {
-		c.ctx, stop = context.WithTimeoutCause(c.ctx, d, &TimeoutError{Limit: d})
-	}
 	return c.run(stop)
 }
 
