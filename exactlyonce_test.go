@@ -519,3 +519,28 @@ func TestSilentAnswerAfterUnansweredAttempt(t *testing.T) {
 		})
 	}
 }
+
+// The moved client Timeout also bounds the buffering of a streamed body
+// whose writer stalls: the call ends with the Timeout, nothing sent, the
+// body closed once.
+func TestClientTimeoutBoundsBodyBuffering(t *testing.T) {
+	l, srv := newLedger(t, DefaultRequestIDHeader, always("answer"))
+	srv.Start()
+	defer srv.Close()
+	hc, err := Wrap(&http.Client{Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe() // never written: the body stalls
+	defer pw.Close()
+	body := &requestBody{Reader: pr}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, body)
+	_, err = hc.Do(req)
+	var te *TimeoutError
+	if !errors.As(err, &te) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("err = %v; want the client's Timeout, not ErrOutcomeUnknown (nothing was sent)", err)
+	}
+	if l.total() != 0 || body.closed.Load() != 1 {
+		t.Fatalf("server processed %d, body closed %d times; want 0 and 1", l.total(), body.closed.Load())
+	}
+}
