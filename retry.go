@@ -32,8 +32,10 @@ type Attempt struct {
 	StatusCode int    // 0 when the attempt ended without a response
 	Code       string // the error_code of a 409 the transport read, e.g. REQUEST_IN_PROCESS
 	Err        error  // the transport error, if any
-	// Sent is false only when the request certainly did not reach the server
-	// (no byte of it was written).
+	// Sent is false only when the request certainly did not reach the
+	// server: the base never got it, or net/http asked for a connection,
+	// never obtained one, and failed before having one (see README,
+	// "What is retried").
 	Sent bool
 	// Replayed: net/http itself resent the request on a new connection
 	// within this attempt, after a reused connection failed.
