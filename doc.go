@@ -11,20 +11,27 @@
 //
 // # What is retried
 //
-// A request whose bytes never left (a refused connection, a DNS failure) is
-// always retried. A request that may have reached the server is retried only
-// if repeating it cannot apply it twice: GET, HEAD, PUT, DELETE, OPTIONS, or
-// a request carrying an idempotency key the server deduplicates on. Those are
-// retried after a connection lost or timed out after sending, and on 408,
-// 429, 502, 503, 504 and 409 REQUEST_IN_PROCESS. Every other 4xx is returned
-// at once, and so is 500: it is the server's answer.
+// "Not sent" fails closed: a request counts as never sent only on proof
+// (the base transport never got it, or net/http asked for a connection,
+// never obtained one, and failed with a dial, DNS, proxy or TLS handshake
+// error). Such a request is always retried. A request that may have reached
+// the server is retried only if repeating it cannot apply it twice: GET,
+// HEAD, PUT, DELETE, OPTIONS, or a request carrying an idempotency key the
+// server deduplicates on (the default header, WithChift, or
+// WithServerDeduplication). Those are retried after a connection lost or
+// timed out after sending, and on 408, 429, 502, 503, 504 and 409
+// REQUEST_IN_PROCESS. Every other 4xx is returned at once, and so is 500: it
+// is the server's answer. A request that must not be resent reaches
+// net/http without GetBody, so net/http cannot resend it either.
 //
 // When the retries run out on a status, the last response is returned with
-// its body readable. When they run out on errors, the error is a
-// *RequestError with the key and the attempt count; it matches
-// ErrOutcomeUnknown when an attempt may have reached the server, so the
-// caller knows to reconcile with that key rather than start over with a new
-// one.
+// its body readable, unless it leaves a keyed write's outcome open (a
+// gateway's 502 or 504, or a status that says nothing about the key after
+// an attempt that may have been processed): then ErrOutcomeUnknown. When
+// they run out on errors, the error is a *RequestError with the key and the
+// attempt count; it matches ErrOutcomeUnknown when an attempt may have
+// reached the server, so the caller knows to reconcile with that key rather
+// than start over with a new one.
 //
 // # Typed errors
 //
