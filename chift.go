@@ -688,18 +688,9 @@ func (c *chiftCreate) pause(ctx context.Context, d time.Duration) error {
 	return sleep(ctx, d)
 }
 
-// fitsBefore: a wait of d ends before ctx's deadline, if it has one.
-func fitsBefore(ctx context.Context, d time.Duration) bool {
-	deadline, ok := ctx.Deadline()
-	return !ok || time.Until(deadline) >= d
-}
-
 // retryAfterOf reads the Retry-After of resp, 0 when there is none.
 func retryAfterOf(resp *http.Response) time.Duration {
-	if resp == nil {
-		return 0
-	}
-	d, _ := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	d, _ := askedWait(resp, false)
 	return d
 }
 

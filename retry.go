@@ -525,13 +525,13 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 		return false
 	}
 	c.wait = c.nextWait()
-	if d, ok := c.askedWait(resp); ok {
+	if d, ok := askedWait(resp, c.t.cfg.rateLimitFirst); ok {
 		if d > c.t.cfg.maxRetryAfter {
 			return false
 		}
 		c.wait = max(d, c.wait)
 	}
-	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < c.wait {
+	if !fitsBefore(ctx, c.wait) {
 		return false
 	}
 	if b := c.t.budget; b != nil && !b.withdraw() {
@@ -541,20 +541,28 @@ func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
 	return true
 }
 
-// askedWait is how long the server asked to wait: its Retry-After, or,
-// for a 429 without one under zerohash, the 10-second lock-out zerohash
-// documents after its rate limit is hit (ZeroHashRateLimitWait).
-func (c *call) askedWait(resp *http.Response) (time.Duration, bool) {
+// askedWait is how long resp asks the client to wait before its next
+// request: its Retry-After (RFC 9110, 10.2.3; seconds or a date), or, for a
+// 429 without one from zerohash, the 10-second lock-out zerohash documents
+// after its rate limit is hit (ZeroHashRateLimitWait). ok is false when it
+// asks nothing. The transport and both create flows read waits here.
+func askedWait(resp *http.Response, zeroHash bool) (d time.Duration, ok bool) {
 	if resp == nil {
 		return 0, false
 	}
 	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 		return d, true
 	}
-	if c.t.cfg.rateLimitFirst && resp.StatusCode == http.StatusTooManyRequests {
+	if zeroHash && resp.StatusCode == http.StatusTooManyRequests {
 		return ZeroHashRateLimitWait, true
 	}
 	return 0, false
+}
+
+// fitsBefore: a wait of d ends before ctx's deadline, if it has one.
+func fitsBefore(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) >= d
 }
 
 func (c *call) report(resp *http.Response, err error, retry bool) {

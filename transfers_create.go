@@ -183,7 +183,7 @@ func (r *createRun) pace(ctx context.Context, wait time.Duration) (string, error
 	if err := ctx.Err(); err != nil {
 		return "the context ended", err
 	}
-	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+	if !fitsBefore(ctx, wait) {
 		return fmt.Sprintf("the context ends within the %v wait", wait), nil
 	}
 	if b := r.s.client.transport.budget; b != nil && !b.withdraw() {
@@ -295,7 +295,7 @@ func (r *createRun) lookup(ctx context.Context, untilFound bool) (*Transfer, err
 		case isDefiniteRejection(err):
 			return nil, r.unknown("the lookup was refused", err)
 		}
-		wait = max(schedule.NextBackOff(), askedWait(resp))
+		wait = max(schedule.NextBackOff(), zeroHashWait(resp))
 	}
 	if errors.Is(lastErr, ErrTransferNotFound) {
 		return nil, lastErr
@@ -368,20 +368,11 @@ func (r *createRun) duplicateAnswer() error {
 	return nil
 }
 
-// askedWait is the wait an answer asks for before the next request: its
-// Retry-After, however long (up to parseRetryAfter's 24 h); after a 429
-// without one, ZeroHashRateLimitWait; otherwise 0.
-func askedWait(resp *http.Response) time.Duration {
-	if resp == nil {
-		return 0
-	}
-	if d, ok := parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-		return d
-	}
-	if resp.StatusCode == http.StatusTooManyRequests {
-		return ZeroHashRateLimitWait
-	}
-	return 0
+// zeroHashWait is the wait a zerohash answer asks for before the next
+// request (askedWait), however long; 0 when it asks none.
+func zeroHashWait(resp *http.Response) time.Duration {
+	d, _ := askedWait(resp, true)
+	return d
 }
 
 // isDefiniteRejection: a 4xx that repeating will not change (bad
@@ -429,7 +420,7 @@ func (r *createRun) postAndClassify(ctx context.Context) postResult {
 	r.lastErr = apiErr
 	result := classifyTransferAnswer(resp, apiErr)
 	if result == postNotProcessed {
-		r.retryAfter = askedWait(resp)
+		r.retryAfter = zeroHashWait(resp)
 	}
 	return result
 }
