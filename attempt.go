@@ -16,8 +16,10 @@ type trace struct {
 	handed    bool // the base transport got the request
 	askedConn bool // net/http asked for a connection: its trace hooks are live
 	conns     int  // connections obtained; more than one means net/http replayed the request
-	replayed  bool
 }
+
+// replayed: the base sent the request more than once within the attempt.
+func (t trace) replayed() bool { return t.conns > 1 }
 
 // send runs one attempt over the base transport, with fresh credentials
 // and, when set, the attempt timeout. What it did on the wire is in
@@ -131,8 +133,8 @@ func (c *call) authenticate(req *http.Request) (*http.Request, error) {
 // did on the wire.
 func (c *call) observe(t trace) {
 	c.last = t
-	if t.askedConn && !c.t.hooksFire(c.req.URL) {
-		c.t.hooksSeen.Store(originOf(c.req.URL), true)
+	if t.askedConn && !c.t.hooksFire(c.hooksKey) {
+		c.t.hooksSeen.Store(c.hooksKey, true)
 	}
 }
 
@@ -167,7 +169,7 @@ func (w *wireWatch) reset() {
 func (w *wireWatch) result() trace {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return trace{handed: true, askedConn: w.askedConn, conns: w.conns, replayed: w.conns > 1}
+	return trace{handed: true, askedConn: w.askedConn, conns: w.conns}
 }
 
 // cancelOnClose releases the attempt's context once the caller is done

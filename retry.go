@@ -52,13 +52,14 @@ type Attempt struct {
 // is decided in one place, mayResend, which every path that would send it
 // again asks.
 type call struct {
-	t      *Transport
-	req    *http.Request   // the caller's, never modified
-	ctx    context.Context // the caller's context, bounded by the moved client Timeout
-	key    string
-	origin string // keyed.origin
-	tidy   bool   // the caller's key header must be rewritten as one canonical header
-	body   bodySource
+	t        *Transport
+	req      *http.Request   // the caller's, never modified
+	ctx      context.Context // the caller's context, bounded by the moved client Timeout
+	key      string
+	origin   string // keyed.origin
+	hooksKey string // originOf(req.URL), computed once for the hooksSeen lookups
+	tidy     bool   // the caller's key header must be rewritten as one canonical header
+	body     bodySource
 
 	attempt    int
 	maxRetries int
@@ -88,7 +89,8 @@ type call struct {
 }
 
 func newCall(t *Transport, req *http.Request, k keyed, body bodySource) *call {
-	c := &call{t: t, req: req, ctx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries}
+	c := &call{t: t, req: req, ctx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries,
+		hooksKey: originOf(req.URL)}
 	c.watch.hook(&c.trace)
 	return c
 }
@@ -111,7 +113,7 @@ func (c *call) mayResend() bool {
 // trace hooks fire: a resend nobody sees would hide an attempt that may
 // have been processed.
 func (c *call) baseMayReplay() bool {
-	return c.idempotent() && !c.body.oneShot && c.t.hooksFire(c.req.URL)
+	return c.idempotent() && !c.body.oneShot && c.t.hooksFire(c.hooksKey)
 }
 
 // nextWait is the next jittered exponential wait. The schedule is set up
@@ -325,7 +327,7 @@ func (c *call) answerUnknown(resp *http.Response) bool {
 	case s == http.StatusBadGateway || s == http.StatusGatewayTimeout:
 		return true
 	}
-	return (c.unansweredBefore || c.last.replayed) && silentOnKey(s)
+	return (c.unansweredBefore || c.last.replayed()) && silentOnKey(s)
 }
 
 // silentOnKey: a status that comes from a layer that did not look the key
@@ -374,13 +376,13 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 		}
 		return c.mayResend(), nil
 	}
-	if c.last.replayed || !c.proves(resp) {
+	if c.last.replayed() || !c.proves(resp) {
 		c.maybeSent = true
 	}
-	if c.last.replayed || resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout {
+	if c.last.replayed() || resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout {
 		c.unanswered = true
 	}
-	if c.last.replayed && !c.idempotent() {
+	if c.last.replayed() && !c.idempotent() {
 		// The base transport sent it again on its own although it could
 		// not rewind the body: processed once, or twice.
 		return false, c.requestError(errBaseReplayed)
@@ -389,7 +391,7 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 	case http.StatusUnauthorized:
 		return c.reauthenticate(), nil
 	case http.StatusConflict:
-		return c.classifyConflict(resp, uncertainBefore || c.last.replayed)
+		return c.classifyConflict(resp, uncertainBefore || c.last.replayed())
 	case http.StatusRequestTimeout, http.StatusBadGateway, http.StatusGatewayTimeout,
 		http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		return c.mayResend(), nil
@@ -572,7 +574,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	}
 	a := Attempt{
 		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
-		Err: redactError(err), Sent: resp != nil || !c.unsent(err), Replayed: c.last.replayed, Retry: retry,
+		Err: redactError(err), Sent: resp != nil || !c.unsent(err), Replayed: c.last.replayed(), Retry: retry,
 		BudgetExhausted: c.budgetOut,
 	}
 	if resp != nil {

@@ -34,8 +34,9 @@ type Transport struct {
 
 func originOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
 
-func (t *Transport) hooksFire(u *url.URL) bool {
-	_, ok := t.hooksSeen.Load(originOf(u))
+// hooksFire: the base has fired the trace hooks for origin (originOf).
+func (t *Transport) hooksFire(origin string) bool {
+	_, ok := t.hooksSeen.Load(origin)
 	return ok
 }
 
