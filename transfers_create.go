@@ -350,10 +350,11 @@ func (r *createRun) mismatch(t *Transfer) *TransferMismatchError {
 	windowStart := r.now().Add(TransferClockSkewMargin - TransferUniquenessWindow)
 	return &TransferMismatchError{
 		ClientTransferID: r.req.ClientTransferID, TransferID: t.ID, Differences: diffs,
-		// With the fields alike and only the time check failing, the
-		// transfer may be ours after all (a FirstSentAt taken on another
-		// clock): unknown, never "someone else's, use a new id".
-		MaybeCreated: r.maybeProcessed && (!fieldsDiffer || !t.CreatedAt.After(windowStart)),
+		// With the fields alike the transfer may be ours after all (a
+		// FirstSentAt taken on another clock, a repeat of this create
+		// without FirstSentAt, a job redelivered): unknown, never
+		// "someone else's, use a new id", which could pay out twice.
+		MaybeCreated: !fieldsDiffer || (r.maybeProcessed && !t.CreatedAt.After(windowStart)),
 		Err:          r.duplicateAnswer(), fieldsDiffer: fieldsDiffer,
 	}
 }

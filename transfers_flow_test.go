@@ -828,3 +828,22 @@ func chaosOutage(t *testing.T, ops int, burstSpent bool) {
 	}
 	tally.report(t, name, len(srv.Requests()))
 }
+
+// A repeat of this create under the same id and fields without
+// FirstSentAt (a job redelivered): the transfer found may be the earlier
+// call's, so the answer is unknown, never "someone else's, use a new id".
+func TestCreateRepeatWithoutFirstSentAtIsNotCalledAnothers(t *testing.T) {
+	srv := flowServer(t)
+	c := flowClientOf(t, srv)
+	if _, err := c.Transfers.Create(context.Background(), flowRequest("redelivered-1")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Transfers.Create(context.Background(), flowRequest("redelivered-1"))
+	var mismatch *TransferMismatchError
+	if !errors.As(err, &mismatch) || !mismatch.MaybeCreated || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("err = %v; want ErrOutcomeUnknown holding the *TransferMismatchError", err)
+	}
+	if n := srv.CreatedWithClientTransferID("redelivered-1"); n != 1 {
+		t.Fatalf("%d transfers", n)
+	}
+}
