@@ -694,6 +694,26 @@ func retryAfterOf(resp *http.Response) time.Duration {
 	return d
 }
 
+// Prepare checks the create as Create does before anything is sent and
+// returns it ready to be stored and sent later: Body as the
+// json.RawMessage Create would post, RequestID a new UUIDv4 when it was
+// empty. Create sends a prepared create's bytes unchanged under its
+// RequestID, so a durable layer that stores the result (the saferiver
+// module's jobs do) sends the same request on every attempt. The errors
+// are Create's own for bad input, returned before anything is sent:
+// an empty Path or id, a Path under another consumer, a Body that is not
+// a JSON object, an invalid RequestID (ErrInvalidKey), a FirstSentAt in
+// the future; a FirstSentAt older than Chift's retention is an
+// *OutcomeError matching ErrKeyExpired.
+func (in ChiftCreate) Prepare() (ChiftCreate, error) {
+	body, err := in.prepare(time.Now())
+	if err != nil {
+		return ChiftCreate{}, err
+	}
+	in.Body = body
+	return in, nil
+}
+
 // prepare checks the call before anything is sent, draws a request id when
 // none was given, and returns the body's bytes, the same on every post.
 func (in *ChiftCreate) prepare(now time.Time) (json.RawMessage, error) {
@@ -716,7 +736,7 @@ func (in *ChiftCreate) prepare(now time.Time) (json.RawMessage, error) {
 		return nil, fmt.Errorf("saferetry: ChiftCreate: FirstSentAt %s is %s ahead of the clock; it says when the create was first sent",
 			in.FirstSentAt.Format(time.RFC3339), in.FirstSentAt.Sub(now).Round(time.Second))
 	case now.Sub(in.FirstSentAt) > ChiftRequestIDRetention-24*time.Hour:
-		return nil, &OutcomeError{Key: in.RequestID, Reason: fmt.Sprintf("first sent %s ago: Chift may have forgotten the request id (it keeps them 6 months), so posting again could create a second entity", now.Sub(in.FirstSentAt).Round(time.Hour))}
+		return nil, &OutcomeError{Key: in.RequestID, Reason: fmt.Sprintf("first sent %s ago: Chift may have forgotten the request id (it keeps them 6 months), so posting again could create a second entity", now.Sub(in.FirstSentAt).Round(time.Hour)), Err: ErrKeyExpired}
 	}
 	if in.RequestID == "" {
 		id, err := newUUIDKey()

@@ -405,7 +405,7 @@ func TestChiftCreateRefusesAResumeBeyondRetention(t *testing.T) {
 		ConsumerID: consumer, ConnectionID: srv.ConnectionID, RequestID: "old-request",
 		FirstSentAt: time.Now().Add(-180 * 24 * time.Hour),
 	})
-	if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != "old-request" || !strings.Contains(err.Error(), "6 months") {
+	if !errors.Is(err, saferetry.ErrOutcomeUnknown) || !errors.Is(err, saferetry.ErrKeyExpired) || saferetry.KeyFromError(err) != "old-request" || !strings.Contains(err.Error(), "6 months") {
 		t.Fatalf("err = %v", err)
 	}
 	if len(srv.Requests()) != 0 {

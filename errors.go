@@ -42,6 +42,16 @@ var (
 
 	// ErrInvalidKey: the idempotency key on the request is not acceptable.
 	ErrInvalidKey = errors.New("saferetry: invalid idempotency key")
+
+	// ErrKeyExpired: the create was first sent so long ago that the server
+	// may have forgotten its key (zerohash keeps a client_transfer_id
+	// unique for 72 h, its request-ids guide; Chift keeps request ids for
+	// 6 months), so sending it again could create a second one. It comes
+	// inside an *OutcomeError with the key, and so also matches
+	// ErrOutcomeUnknown; retrying cannot settle it. Reconcile by hand: look
+	// the key up in the API's own records (Transfers.FindByClientTransferID,
+	// Chift.LookupTransaction) before creating anything under a new key.
+	ErrKeyExpired = errors.New("saferetry: idempotency key may have expired")
 )
 
 // maxErrorBody bounds how much of a response body the SDK reads to build an

@@ -64,15 +64,9 @@ const (
 // and carries the client_transfer_id (KeyFromError).
 func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Transfer, error) {
 	clock, offset := s.signingClock()
-	if err := req.validate(clock); err != nil {
+	req, err := req.prepare(clock)
+	if err != nil {
 		return nil, err
-	}
-	if req.ClientTransferID == "" {
-		id, err := newUUIDKey()
-		if err != nil {
-			return nil, fmt.Errorf("saferetry: generating client_transfer_id: %w", err)
-		}
-		req.ClientTransferID = id
 	}
 	body, err := json.Marshal(&req)
 	if err != nil {
@@ -84,6 +78,31 @@ func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Tr
 		r.firstSent, r.maybeProcessed = req.FirstSentAt.Add(offset), true
 	}
 	return r.run(ctx)
+}
+
+// Prepare checks the request as Transfers.Create does before anything is
+// sent (FirstSentAt on the local clock) and returns it with a new UUIDv4
+// ClientTransferID when it had none. A durable layer stores the result
+// (the saferiver module's jobs do), so that every later Create sends it
+// under the same id. The error is the one Create returns for the same
+// request: "saferetry: invalid transfer request: ..." naming every field
+// at fault.
+func (r TransferRequest) Prepare() (TransferRequest, error) {
+	return r.prepare(time.Now)
+}
+
+func (r TransferRequest) prepare(now func() time.Time) (TransferRequest, error) {
+	if err := r.validate(now); err != nil {
+		return TransferRequest{}, err
+	}
+	if r.ClientTransferID == "" {
+		id, err := newUUIDKey()
+		if err != nil {
+			return TransferRequest{}, fmt.Errorf("saferetry: generating client_transfer_id: %w", err)
+		}
+		r.ClientTransferID = id
+	}
+	return r, nil
 }
 
 // createRun is one Create: the request, its encoded body, and what its
@@ -167,7 +186,11 @@ func (r *createRun) readyRepost(ctx context.Context, wait time.Duration) error {
 	if age := r.now().Sub(r.firstSent); age >= TransferUniquenessWindow-transferRepostMargin {
 		// zerohash would take the id as new and could create a second
 		// transfer.
-		return r.stop(fmt.Sprintf("first sent %s ago, too close to zerohash's 72h uniqueness window to post again safely", age.Round(time.Minute)), nil)
+		reason := fmt.Sprintf("first sent %s ago, too close to zerohash's 72h uniqueness window to post again safely", age.Round(time.Minute))
+		if r.maybeProcessed {
+			return r.unknown(reason, withCause(ErrKeyExpired, r.lastErr))
+		}
+		return r.stop(reason, nil)
 	}
 	if reason, cause := r.pace(ctx, wait); reason != "" {
 		return r.stop(reason+" before the next post", cause)

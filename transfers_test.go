@@ -212,7 +212,7 @@ func TestCreateResumedNearTheWindowNeverReposts(t *testing.T) {
 		req := newTransferRequest(id)
 		req.FirstSentAt = time.Now().Add(-72 * time.Hour)
 		_, err := c.Transfers.Create(context.Background(), req)
-		if !errors.Is(err, ErrOutcomeUnknown) || !strings.Contains(err.Error(), "72h") || KeyFromError(err) != id {
+		if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrKeyExpired) || !strings.Contains(err.Error(), "72h") || KeyFromError(err) != id {
 			t.Fatalf("err = %v", err)
 		}
 		if got := m.calls(); len(got) != 1 || got[0] == "POST" {
