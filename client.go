@@ -73,6 +73,19 @@ func parseBaseURL(who, raw string) (*url.URL, error) {
 	return u, nil
 }
 
+// Protocol names the API preset the client was made with: "chift"
+// (WithChift), "zerohash" (WithZeroHashRequestID), or "" for neither. A
+// layer above the client (the saferiver module's workers) checks it before
+// it sends a create by the other API's recipe.
+func (c *Client) Protocol() string {
+	for _, ch := range c.transport.cfg.protocols {
+		if ch.protocol == "chift" || ch.protocol == "zerohash" {
+			return ch.protocol
+		}
+	}
+	return ""
+}
+
 // HTTPClient returns the wrapped http.Client the client sends through, for
 // requests the typed helpers do not cover.
 func (c *Client) HTTPClient() *http.Client { return c.httpClient }

@@ -70,3 +70,23 @@ func TestTransferRequestPrepare(t *testing.T) {
 		t.Fatalf("err = %v, want both fields named", err)
 	}
 }
+
+func TestClientProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		opts []saferetry.Option
+		want string
+	}{
+		{[]saferetry.Option{saferetry.WithChift()}, "chift"},
+		{[]saferetry.Option{saferetry.WithZeroHashRequestID()}, "zerohash"},
+		{nil, ""},
+		{[]saferetry.Option{saferetry.WithRequestIDHeader("X-Key")}, ""},
+	} {
+		c, err := saferetry.NewClient("https://api.example.test", tc.opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Protocol(); got != tc.want {
+			t.Errorf("Protocol() = %q, want %q", got, tc.want)
+		}
+	}
+}
