@@ -39,7 +39,9 @@ type ChiftCreateArgs struct {
 func (ChiftCreateArgs) Kind() string { return ChiftCreateKind }
 
 // InsertOpts makes the job unique by RequestID in every job state.
-func (ChiftCreateArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{UniqueOpts: uniqueByKey} }
+func (ChiftCreateArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{UniqueOpts: uniqueByKey}
+}
 
 func (a *ChiftCreateArgs) create(firstSentAt time.Time) saferetry.ChiftCreate {
 	return saferetry.ChiftCreate{Path: a.Path, Body: a.Body, ConsumerID: a.ConsumerID, ConnectionID: a.ConnectionID,
@@ -63,7 +65,9 @@ type TransferCreateArgs struct {
 func (TransferCreateArgs) Kind() string { return TransferCreateKind }
 
 // InsertOpts makes the job unique by ClientTransferID in every job state.
-func (TransferCreateArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{UniqueOpts: uniqueByKey} }
+func (TransferCreateArgs) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{UniqueOpts: uniqueByKey}
+}
 
 // uniqueByKey: one job per key, whatever state the first one is in. A
 // cancelled job's key stays taken: its create may need reconciling, and a

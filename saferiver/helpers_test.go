@@ -86,7 +86,9 @@ func transfer(n int) saferetry.TransferRequest {
 // River's attempt^4 seconds.
 type fastRetries struct{}
 
-func (fastRetries) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(50 * time.Millisecond) }
+func (fastRetries) NextRetry(*rivertype.JobRow) time.Time {
+	return time.Now().Add(50 * time.Millisecond)
+}
 
 func riverConfig(workers *river.Workers) *river.Config {
 	return &river.Config{

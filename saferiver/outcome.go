@@ -78,9 +78,9 @@ func (e *ReconcileError) Unwrap() error { return e.Err }
 type verdict int
 
 const (
-	retryLater verdict = iota // the same key, on River's backoff
-	rejectJob                 // cancel: RejectedError
-	reconcileJob              // cancel: ReconcileError
+	retryLater   verdict = iota // the same key, on River's backoff
+	rejectJob                   // cancel: RejectedError
+	reconcileJob                // cancel: ReconcileError
 )
 
 // judge reads the error of Chift.Create or Transfers.Create. The checks
