@@ -1,0 +1,226 @@
+package saferiver_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	saferetry "github.com/saferetry/saferetry-go"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/saferetry/saferetry-go/saferetrytest"
+	"github.com/saferetry/saferetry-go/saferiver"
+)
+
+// finalJob waits for the job under key to end and returns it.
+func finalJob[TTx any](t *testing.T, r *rig[TTx], key string) *rivertype.JobRow {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := r.client.JobList(context.Background(), river.NewJobListParams().First(1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range res.Jobs {
+			if keyOf(t, j) == key && j.FinalizedAt != nil {
+				return j
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the job of key %s did not end", key)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestHookFailureRollsBackAndRunsAgain(t *testing.T) {
+	both(t, testHookFailure[*sql.Tx], testHookFailure[pgx.Tx])
+}
+
+// The hook fails on its first two runs for each key: the job's completion
+// rolls back with it, the job runs again, finds the same entity under the
+// same key, and the third run commits.
+func testHookFailure[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	failures := map[string]int{}
+	r := newRig(t, s, f, nil, func(key string, _ int64) error {
+		if failures[key] < 2 {
+			failures[key]++
+			return errors.New("business table unavailable")
+		}
+		return nil
+	})
+	inv, tr := r.insert(t, 1, false, nil)
+	r.s.start(t, r.client)
+	for _, key := range []string{inv, tr} {
+		j := finalJob(t, r, key)
+		out := outputOf(t, j)
+		if j.State != rivertype.JobStateCompleted || j.Attempt != 3 || out.Outcome != "recovered" || out.Attempt != 3 {
+			t.Errorf("key %s: job %s at attempt %d, output %+v; want completed at attempt 3, recovered", key, j.State, j.Attempt, out)
+		}
+		if len(j.Errors) != 2 || !strings.Contains(j.Errors[0].Error, "business table unavailable") {
+			t.Errorf("key %s: errors %v, want the hook's two failures", key, j.Errors)
+		}
+	}
+	if f.chift.Created() != 1 || f.zerohash.Created() != 1 {
+		t.Errorf("created %d invoices, %d transfers; want 1 and 1", f.chift.Created(), f.zerohash.Created())
+	}
+	if runs := s.one(t, "SELECT count(*) FROM hook_runs"); runs != "2" || r.h.calls.Load() != 6 {
+		t.Errorf("%s hook runs committed of %d calls, want 2 of 6", runs, r.h.calls.Load())
+	}
+	checkRows(t, s, f, map[string]bool{inv: true, tr: true})
+}
+
+func TestRefusedCreateIsCancelledWithItsError(t *testing.T) {
+	both(t, testRefused[*sql.Tx], testRefused[pgx.Tx])
+}
+
+// Two invoices with one invoice number: Chift refuses the second with its
+// business 409, which spends the request id: the job is cancelled, once.
+func testRefused[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	r := newRig(t, s, f, nil, nil)
+	first, _ := r.insert(t, 7, false, nil)
+	r.s.start(t, r.client)
+	if j := finalJob(t, r, first); j.State != rivertype.JobStateCompleted {
+		t.Fatalf("first invoice: %s %v", j.State, j.Errors)
+	}
+	second, _ := r.insert(t, 7, false, nil) // the same invoice_number, a new request id
+	j := finalJob(t, r, second)
+	out := outputOf(t, j)
+	if j.State != rivertype.JobStateCancelled || j.Attempt != 1 || out.Outcome != "rejected" || out.StatusCode != 409 || out.Key != second {
+		t.Fatalf("second invoice: job %s attempt %d output %+v", j.State, j.Attempt, out)
+	}
+	if !strings.Contains(out.Error, "rejected, nothing created") || !strings.Contains(out.Error, "ERROR_INVOICE_NUMBER_ALREADY_USED") ||
+		len(j.Errors) != 1 || !strings.Contains(j.Errors[0].Error, second) {
+		t.Fatalf("second invoice: output error %q, job errors %v", out.Error, j.Errors)
+	}
+	if f.chift.Created() != 1 || f.chift.CreatedWithKey(second) != 0 {
+		t.Fatalf("%d invoices created, %d under the refused key", f.chift.Created(), f.chift.CreatedWithKey(second))
+	}
+}
+
+func TestExpiredKeyIsCancelledForReconciliation(t *testing.T) {
+	both(t, testExpired[*sql.Tx], testExpired[pgx.Tx])
+}
+
+// A transfer job whose earlier attempt may have posted, created 80 hours
+// ago: zerohash may have forgotten the id, so the worker looks it up and,
+// finding nothing, must not post: the job is cancelled for reconciliation,
+// naming the key.
+func testExpired[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	r := newRig(t, s, f, nil, nil)
+	_, key := r.insert(t, 1, false, nil)
+	_, _ = r.insert(t, 2, false, nil) // a young pair, to see the workers run
+	aged := time.Now().Add(-80 * time.Hour).UTC()
+	// One attempt already made: the next is a resume.
+	if err := s.exec(context.Background(), "UPDATE river_job SET created_at = $1, attempt = 1 WHERE kind = $2 AND id = (SELECT min(id) FROM river_job WHERE kind = $2)",
+		aged, saferiver.TransferCreateKind); err != nil {
+		t.Fatal(err)
+	}
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out := outputOf(t, j)
+	if j.State != rivertype.JobStateCancelled || out.Outcome != "reconcile" || out.Key != key ||
+		!strings.Contains(out.Error, "needs manual reconciliation") || !strings.Contains(out.Error, key) {
+		t.Fatalf("aged transfer: job %s, output %+v", j.State, out)
+	}
+	if f.zerohash.CreatedWithClientTransferID(key) != 0 || f.zerohash.Created() != 1 {
+		t.Fatalf("transfers: %d under the aged key, %d in all; want 0 and 1 (the young one)", f.zerohash.CreatedWithClientTransferID(key), f.zerohash.Created())
+	}
+	for _, req := range f.zerohash.Requests() {
+		if req.Method == "POST" && req.Status == 0 {
+			t.Fatalf("unexpected dropped post %+v", req)
+		}
+	}
+}
+
+func TestUnknownOutcomeOnTheLastAttemptIsCancelledForReconciliation(t *testing.T) {
+	both(t, testLastAttempt[*sql.Tx], testLastAttempt[pgx.Tx])
+}
+
+// zerohash creates the transfer but the answer is lost, and the transfer
+// stays invisible to lookups: the outcome is unknown. With attempts left
+// the job is retried; on its last it is cancelled, naming the key, and the
+// transfer exists once.
+func testLastAttempt[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	f.zerohash.SetVisibilityDelay(time.Hour)
+	f.zerohash.SetFaultFunc(func(string, int) saferetrytest.Fault { return saferetrytest.FaultDropAfterProcessing })
+	r := newRig(t, s, f, nil, nil)
+	ctx := context.Background()
+	var key string
+	r.s.inTx(t, false, func(tx TTx) {
+		e, err := saferiver.InsertTransferCreateTx(ctx, r.client, tx, transfer(3), &saferiver.InsertOpts{River: river.InsertOpts{MaxAttempts: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = e.Key
+	})
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out := outputOf(t, j)
+	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || out.Outcome != "reconcile" ||
+		!strings.Contains(out.Error, "still unknown after the job's last attempt (2)") || !strings.Contains(out.Error, key) {
+		t.Fatalf("job %s attempt %d output %+v errors %v", j.State, j.Attempt, out, j.Errors)
+	}
+	if !strings.Contains(j.Errors[0].Error, "outcome unknown") {
+		t.Fatalf("first attempt's error %q, want outcome unknown", j.Errors[0].Error)
+	}
+	if n := f.zerohash.CreatedWithClientTransferID(key); n != 1 {
+		t.Fatalf("%d transfers under the key, want 1", n)
+	}
+}
+
+func TestARunThatIsNoLongerTheJobsDoesNotComplete(t *testing.T) {
+	both(t, testStaleRun[*sql.Tx], testStaleRun[pgx.Tx])
+}
+
+// While the first attempt's create is on the wire, the job's row moves on
+// to attempt 2, as when River rescues a job it presumed dead and another
+// worker takes it. The first run must not complete the job or run the
+// hook; a later attempt finds the invoice under the same key and does,
+// once.
+func testStaleRun[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	var bumped atomic.Bool
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method == http.MethodPost && bumped.CompareAndSwap(false, true) {
+			if err := s.exec(req.Context(), "UPDATE river_job SET attempt = attempt + 1 WHERE kind = $1", saferiver.ChiftCreateKind); err != nil {
+				return nil, err
+			}
+		}
+		return http.DefaultTransport.RoundTrip(req)
+	})
+	var err error
+	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
+		saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, s, f, nil, nil)
+	key, _ := r.insert(t, 1, false, nil)
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out := outputOf(t, j)
+	if j.State != rivertype.JobStateCompleted || out.Outcome != "recovered" || j.Attempt != 3 {
+		t.Fatalf("job %s attempt %d output %+v errors %v", j.State, j.Attempt, out, j.Errors)
+	}
+	if len(j.Errors) != 1 || !strings.Contains(j.Errors[0].Error, "is no longer this run's") {
+		t.Fatalf("errors %v, want the stale run's", j.Errors)
+	}
+	if runs := s.one(t, "SELECT count(*) FROM hook_runs WHERE key = $1", key); runs != "1" || f.chift.CreatedWithKey(key) != 1 {
+		t.Fatalf("%s hook runs committed, %d invoices; want 1 and 1", runs, f.chift.CreatedWithKey(key))
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
