@@ -224,3 +224,71 @@ func testStaleRun[TTx any](t *testing.T, s *store[TTx]) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestInvalidArgsAreCancelledBeforeSending(t *testing.T) {
+	both(t, testInvalidArgs[*sql.Tx], testInvalidArgs[pgx.Tx])
+}
+
+// Args inserted without the insert helpers, which Create would refuse:
+// cancelled on their first attempt, nothing sent.
+func testInvalidArgs[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	r := newRig(t, s, f, nil, nil)
+	ctx := context.Background()
+	bad := saferiver.TransferCreateArgs{ClientTransferID: "3b1f0f0e-8a51-4c47-9a0a-2d5b7e1c9d01", Transfer: transfer(1)}
+	bad.Transfer.Amount = "ten"
+	noKey := saferiver.ChiftCreateArgs{Path: "consumers/" + consumer + "/invoicing/invoices", Body: []byte(`{"total":1}`),
+		ConsumerID: consumer, ConnectionID: f.chift.ConnectionID}
+	notObject := noKey
+	notObject.RequestID, notObject.Body = "a-request-id", []byte(`[1]`)
+	r.s.inTx(t, false, func(tx TTx) {
+		for _, args := range []river.JobArgs{bad, noKey, notObject} {
+			if _, err := r.client.InsertTx(ctx, tx, args, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	r.s.start(t, r.client)
+	for key, want := range map[string]string{bad.ClientTransferID: "Amount", "": "request_id is empty", "a-request-id": "not an object"} {
+		j := finalJob(t, r, key)
+		out := outputOf(t, j)
+		if j.State != rivertype.JobStateCancelled || j.Attempt != 1 || out.Outcome != "rejected" || !strings.Contains(out.Error, want) {
+			t.Errorf("key %q: job %s attempt %d output %+v", key, j.State, j.Attempt, out)
+		}
+	}
+	if n := len(f.chift.Requests()) + len(f.zerohash.Requests()); n != 0 {
+		t.Errorf("%d requests sent, want 0", n)
+	}
+}
+
+func TestAHookThatNeverSucceedsEndsForReconciliation(t *testing.T) {
+	both(t, testHookNeverSucceeds[*sql.Tx], testHookNeverSucceeds[pgx.Tx])
+}
+
+// The entity exists but the hook fails on every attempt: on the last the
+// job is cancelled for reconciliation, its output holding the entity id.
+func testHookNeverSucceeds[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	r := newRig(t, s, f, nil, func(string, int64) error { return errors.New("constraint violated") })
+	ctx := context.Background()
+	var key string
+	r.s.inTx(t, false, func(tx TTx) {
+		e, err := saferiver.InsertChiftCreateTx(ctx, r.client, tx, withConnection(invoice(1), f.chift.ConnectionID),
+			&saferiver.InsertOpts{River: river.InsertOpts{MaxAttempts: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = e.Key
+	})
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out := outputOf(t, j)
+	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || out.EntityID != "inv_1" || out.Outcome != "recovered" ||
+		!strings.Contains(out.Error, "needs manual reconciliation") || !strings.Contains(out.Error, "the create exists (id inv_1)") ||
+		!strings.Contains(out.Error, "constraint violated") {
+		t.Fatalf("job %s attempt %d output %+v", j.State, j.Attempt, out)
+	}
+	if f.chift.Created() != 1 {
+		t.Fatalf("%d invoices, want 1", f.chift.Created())
+	}
+}

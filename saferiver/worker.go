@@ -106,7 +106,11 @@ func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateA
 	if key == "" {
 		return cancel(ctx, job.JobRow, "chift", key, rejectJob, "", errors.New("the job's request_id is empty: insert it with InsertChiftCreateTx, which assigns one"))
 	}
-	created, err := w.client.Chift.Create(ctx, job.Args.create(firstSentAt(job.JobRow)))
+	in := job.Args.create(firstSentAt(job.JobRow))
+	if _, err := in.Prepare(); err != nil {
+		return invalid(ctx, job.JobRow, "chift", key, err)
+	}
+	created, err := w.client.Chift.Create(ctx, in)
 	if err != nil {
 		return failed(ctx, job.JobRow, "chift", key, err)
 	}
@@ -139,6 +143,9 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 		return cancel(ctx, job.JobRow, "zerohash", key, rejectJob, "", fmt.Errorf("the job's transfer names client_transfer_id %s, the job %s", req.ClientTransferID, key))
 	}
 	req.ClientTransferID, req.FirstSentAt = key, firstSentAt(job.JobRow)
+	if _, err := req.Prepare(); err != nil {
+		return invalid(ctx, job.JobRow, "zerohash", key, err)
+	}
 	t, err := w.client.Transfers.Create(ctx, req)
 	if err != nil {
 		return failed(ctx, job.JobRow, "zerohash", key, err)
@@ -175,13 +182,34 @@ func firstSentAt(job *rivertype.JobRow) time.Time {
 }
 
 // complete records out, then completes the job and runs hook in one
-// transaction. The completion goes first, so that the job's row is
-// locked before the hook writes; the run commits only if the job is
-// still its own attempt.
+// transaction. The output stays recorded whatever follows, so the entity
+// id is on the job even when the transaction fails. A failure is retried
+// (the next attempt finds the same entity under the key), and on the
+// job's last attempt cancels it with a *ReconcileError: the entity exists
+// but the business record may not hold it.
 func complete[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs], out *Output, hook func(tx TTx) error) error {
 	if err := river.RecordOutput(ctx, out); err != nil {
 		return fmt.Errorf("saferiver: recording the output of key %s: %w", out.Key, err)
 	}
+	err := completeTx(ctx, job, out, hook)
+	if err == nil || job.Attempt < job.MaxAttempts {
+		return err
+	}
+	id := out.EntityID
+	if id == "" {
+		id = fmt.Sprint(out.TransferID)
+	}
+	cause := &ReconcileError{API: out.API, Key: out.Key, Err: err,
+		Reason: fmt.Sprintf("the create exists (id %s), but the job's last attempt (%d) could not complete it with the OnCreated hook", id, job.Attempt)}
+	out.Error = cause.Error()
+	_ = river.RecordOutput(ctx, out)
+	return river.JobCancel(cause)
+}
+
+// completeTx completes the job and runs hook in one transaction. The
+// completion goes first, so that the job's row is locked before the hook
+// writes; the run commits only if the job is still its own attempt.
+func completeTx[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs], out *Output, hook func(tx TTx) error) error {
 	client, err := river.ClientFromContextSafely[TTx](ctx)
 	if err != nil {
 		return fmt.Errorf("saferiver: completing the job for key %s: %w", out.Key, err)
@@ -224,6 +252,17 @@ func failed(ctx context.Context, job *rivertype.JobRow, api, key string, err err
 		}
 	}
 	return cancel(ctx, job, api, key, v, reason, err)
+}
+
+// invalid cancels a job whose create Create would refuse before sending
+// (args inserted without the insert helpers, or edited): the same args
+// fail the same way on every attempt. A key that may have expired is
+// reconciled instead.
+func invalid(ctx context.Context, job *rivertype.JobRow, api, key string, err error) error {
+	if v, reason := judge(err); v == reconcileJob {
+		return cancel(ctx, job, api, key, v, reason, err)
+	}
+	return cancel(ctx, job, api, key, rejectJob, "the job's create is invalid, nothing was sent", err)
 }
 
 // cancel records the failure as the job's output and cancels the job.
