@@ -34,6 +34,10 @@ type Enqueued struct {
 	// Existing: a job with this key and the same create was inserted
 	// before, and is returned; this call inserted nothing.
 	Existing bool
+	// State is the job's state: available or scheduled for a new job; for
+	// an existing one, whatever it reached (a cancelled job stays
+	// cancelled: its output says why, and its key is not sent again).
+	State rivertype.JobState
 }
 
 // KeyInUseError: a job with this key exists (in any state, until River's
@@ -132,7 +136,7 @@ func insertTx[TTx any, TArgs river.JobArgs](ctx context.Context, client *river.C
 	if err != nil {
 		return nil, fmt.Errorf("saferiver: inserting the job for key %s: %w", key, err)
 	}
-	out := &Enqueued{Key: key, JobID: res.Job.ID, Existing: res.UniqueSkippedAsDuplicate}
+	out := &Enqueued{Key: key, JobID: res.Job.ID, Existing: res.UniqueSkippedAsDuplicate, State: res.Job.State}
 	if !res.UniqueSkippedAsDuplicate {
 		return out, nil
 	}

@@ -125,7 +125,7 @@ func testInsertUnique[TTx any](t *testing.T, s *store[TTx]) {
 	same.ClientTransferID = first.Key
 	s.inTx(t, false, func(tx TTx) {
 		again, err := saferiver.InsertTransferCreateTx(ctx, client, tx, same, &saferiver.InsertOpts{Reference: "payout-1"})
-		if err != nil || !again.Existing || again.JobID != first.JobID || again.Key != first.Key {
+		if err != nil || !again.Existing || again.JobID != first.JobID || again.Key != first.Key || again.State != rivertype.JobStateAvailable {
 			t.Fatalf("same transfer again = %+v, %v; want job %d, Existing", again, err, first.JobID)
 		}
 	})
