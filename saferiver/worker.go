@@ -59,9 +59,9 @@ type Config[TTx any] struct {
 //     unknown.
 //
 // An attempt after the first (River's Attempt above 1, or an error
-// recorded) resumes: the create's FirstSentAt is the job's creation time
-// (or now, if the database's clock is ahead), which is no later than the
-// first send. Transfers.Create then looks the id up before it posts again,
+// recorded) resumes: the create's FirstSentAt is when the job was
+// inserted, which is before its first send, on this process's clock
+// whatever the database's clock says (see firstSentAt). Transfers.Create then looks the id up before it posts again,
 // and both creates refuse to post once the key may have expired.
 func AddWorkers[TTx any](workers *river.Workers, cfg Config[TTx]) error {
 	if workers == nil {
@@ -106,7 +106,7 @@ func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateA
 	if key == "" {
 		return cancel(ctx, job.JobRow, "chift", key, rejectJob, "", errors.New("the job's request_id is empty: insert it with InsertChiftCreateTx, which assigns one"))
 	}
-	in := job.Args.create(firstSentAt(job.JobRow))
+	in := job.Args.create(firstSentAt(job.JobRow, time.Now()))
 	if _, err := in.Prepare(); err != nil {
 		return invalid(ctx, job.JobRow, "chift", key, err)
 	}
@@ -142,7 +142,7 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 	case req.ClientTransferID != "" && req.ClientTransferID != key:
 		return cancel(ctx, job.JobRow, "zerohash", key, rejectJob, "", fmt.Errorf("the job's transfer names client_transfer_id %s, the job %s", req.ClientTransferID, key))
 	}
-	req.ClientTransferID, req.FirstSentAt = key, firstSentAt(job.JobRow)
+	req.ClientTransferID, req.FirstSentAt = key, firstSentAt(job.JobRow, time.Now())
 	if _, err := req.Prepare(); err != nil {
 		return invalid(ctx, job.JobRow, "zerohash", key, err)
 	}
@@ -168,17 +168,24 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 func resumed(job *rivertype.JobRow) bool { return job.Attempt > 1 || len(job.Errors) > 0 }
 
 // firstSentAt is the FirstSentAt of the job's create: zero on the first
-// attempt; afterwards the job's creation time, which is no later than
-// the first send, unless the database's clock runs ahead of this one:
-// then now, which is.
-func firstSentAt(job *rivertype.JobRow) time.Time {
+// attempt; afterwards a time no later than the job's insert, on this
+// process's clock. The job's age is read on the database's clock alone
+// (River stamps created_at at insert and attempted_at when it hands the
+// job over, both with the database's now), and taken from this clock's
+// now, less a second for the time between the hand-over and this call:
+// a database clock that runs ahead or behind this one moves both stamps
+// alike.
+func firstSentAt(job *rivertype.JobRow, now time.Time) time.Time {
 	if !resumed(job) {
 		return time.Time{}
 	}
-	if now := time.Now(); job.CreatedAt.After(now) {
-		return now
+	var age time.Duration
+	if job.AttemptedAt != nil {
+		age = max(job.AttemptedAt.Sub(job.CreatedAt), 0)
+	} else if job.CreatedAt.Before(now) {
+		age = now.Sub(job.CreatedAt)
 	}
-	return job.CreatedAt
+	return now.Add(-age - time.Second)
 }
 
 // complete records out, then completes the job and runs hook in one
