@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -852,6 +853,12 @@ func (r *procRun[TTx]) check() procSummary {
 		t.Fatal(err)
 	}
 
+	retryCauses := map[string]int{} // why attempts failed, for the log
+	defer func() {
+		for cause, n := range retryCauses {
+			t.Logf("%d failed attempts: %s", n, cause)
+		}
+	}()
 	chiftEntities, zhEntities := 0, 0
 	completedByNumber := map[int]int{}
 	jobsByNumber := map[int]int{} // committed Chift jobs per invoice number
@@ -892,6 +899,9 @@ func (r *procRun[TTx]) check() procSummary {
 		}
 		if row.Attempt > 1 {
 			s.attemptsOver1++
+			for _, e := range row.Errors {
+				retryCauses[errorClass(e.Error)]++
+			}
 		}
 		for _, e := range row.Errors {
 			if strings.Contains(e.Error, "rescued") {
@@ -1008,6 +1018,22 @@ func (r *procRun[TTx]) check() procSummary {
 	}
 	return s
 }
+
+// errorClass shortens a job's error for the log: keys, ids and numbers
+// replaced, so that errors of one kind count together.
+func errorClass(e string) string {
+	e = uuidRE.ReplaceAllString(e, "<key>")
+	e = numberRE.ReplaceAllString(e, "<n>")
+	if len(e) > 300 {
+		e = e[:300] + "..."
+	}
+	return e
+}
+
+var (
+	uuidRE   = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	numberRE = regexp.MustCompile(`[0-9]+(\.[0-9]+)?(ms|s|µs)?`)
+)
 
 // createdWith is how many entities the fake made under j's key.
 func (r *procRun[TTx]) createdWith(j *plannedJob) int {
