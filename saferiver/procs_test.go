@@ -246,7 +246,7 @@ type procRun[TTx any] struct {
 	procs     []*workerProc
 	nextProc  int
 	kills     int
-	orphans   map[int64]string // job id: the killed worker it was running on
+	orphans   map[int64]orphan // jobs a kill left running on a dead worker
 }
 
 // seededFaults are what a faulted first attempt meets.
@@ -268,7 +268,7 @@ func procSeed(t *testing.T) uint64 {
 
 func newProcRun[TTx any](t *testing.T, st *procStore[TTx], plan procPlan) *procRun[TTx] {
 	r := &procRun[TTx]{t: t, plan: plan, st: st, seed: procSeed(t), byKey: map[string]*plannedJob{},
-		zhPosted: map[string]int{}, orphans: map[int64]string{}, inserted: make(chan struct{}), gate: newKillGate()}
+		zhPosted: map[string]int{}, orphans: map[int64]orphan{}, inserted: make(chan struct{}), gate: newKillGate()}
 	t.Logf("%s: seed %d (SAFERIVER_FLEET_SEED=%d gives the same keys and seeded faults)", plan.name, r.seed, r.seed)
 	r.bin = buildFleetWorker(t)
 	r.chift, r.zerohash = saferetrytest.NewChiftServer(), saferetrytest.NewZeroHashServer()
@@ -659,6 +659,7 @@ func (r *procRun[TTx]) killMidFlight(atLeast int) {
 		r.mu.Lock()
 		victim.killed, victim.sigkilled = true, true
 		r.mu.Unlock()
+		killedAt := time.Now()
 		if err := victim.cmd.Process.Kill(); err != nil {
 			r.t.Fatal(err)
 		}
@@ -685,7 +686,7 @@ func (r *procRun[TTx]) killMidFlight(atLeast int) {
 		r.mu.Lock()
 		r.kills++
 		for _, id := range orphans {
-			r.orphans[id] = victim.id
+			r.orphans[id] = orphan{worker: victim.id, killedAt: killedAt}
 		}
 		r.mu.Unlock()
 		r.t.Logf("kill %d: SIGKILL %s while its %s create %s was held at the fake; %d jobs left running on it (after %d or more completed)",
@@ -708,6 +709,12 @@ func (r *procRun[TTx]) procOf(row *rivertype.JobRow) *workerProc {
 		}
 	}
 	return nil
+}
+
+// orphan is a job a kill left running on a dead worker.
+type orphan struct {
+	worker   string
+	killedAt time.Time
 }
 
 // orphansOf lists the jobs still running on a worker that is dead.
@@ -796,13 +803,14 @@ type procSummary struct {
 	attemptsOver1, faulted    int
 	chiftPosts, zhPosts       int
 	wall                      time.Duration
+	rescueMax                 time.Duration // the longest from a kill to the end of a job it left running
 	completed, otherCancelled int
 }
 
 func (s procSummary) line(name string) string {
-	return fmt.Sprintf("%s jobs=%d (chift %d, zerohash %d) completed=%d rejected=%d duplicates=%d lost=%d kills=%d orphaned=%d rescued=%d attempts>1=%d faulted=%d posts=%d rolled_back=%d wall=%s",
+	return fmt.Sprintf("%s jobs=%d (chift %d, zerohash %d) completed=%d rejected=%d duplicates=%d lost=%d kills=%d orphaned=%d rescued=%d attempts>1=%d faulted=%d posts=%d rolled_back=%d kill_to_done_max=%s wall=%s",
 		name, s.jobs, s.chiftJobs, s.zhJobs, s.completed, s.rejected, s.duplicates, s.lost, s.kills, s.orphaned, s.rescued,
-		s.attemptsOver1, s.faulted, s.chiftPosts+s.zhPosts, s.rolledBack, s.wall.Round(100*time.Millisecond))
+		s.attemptsOver1, s.faulted, s.chiftPosts+s.zhPosts, s.rolledBack, s.rescueMax.Round(100*time.Millisecond), s.wall.Round(100*time.Millisecond))
 }
 
 // jobKeyArgs reads the key from a job's args, whichever its kind.
@@ -1003,10 +1011,14 @@ func (r *procRun[TTx]) check() procSummary {
 		}
 	}
 
-	for id, worker := range r.orphans {
+	for id, o := range r.orphans {
+		worker := o.worker
 		row, err := r.st.client.JobGet(ctx, id)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if row.FinalizedAt != nil {
+			s.rescueMax = max(s.rescueMax, row.FinalizedAt.Sub(o.killedAt))
 		}
 		if row.Attempt < 2 || !slices.Contains(row.AttemptedBy, worker) || row.AttemptedBy[len(row.AttemptedBy)-1] == worker {
 			t.Errorf("job %d, left running on killed worker %s, ended %s at attempt %d by %v: want a later attempt by another worker",
