@@ -59,6 +59,7 @@ type options struct {
 	attemptTimeout                time.Duration
 	fetchPoll, retryDelay         time.Duration
 	stopTimeout                   time.Duration
+	budgetRatio, budgetPerSecond  float64
 	migrate                       bool
 	logLevel                      string
 }
@@ -97,6 +98,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.retryDelay, "retry-delay", 100*time.Millisecond, "wait before a failed job's next attempt")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 10*time.Second, "on SIGTERM, how long to finish the jobs in hand")
 	fs.BoolVar(&o.migrate, "migrate", false, "apply River's migrations first")
+	fs.Float64Var(&o.budgetRatio, "retry-budget-ratio", saferetry.DefaultRetryRatio, "each saferetry client's retry budget: retries per request")
+	fs.Float64Var(&o.budgetPerSecond, "retry-budget-per-second", saferetry.DefaultRetriesPerSec, "each saferetry client's retry budget: retries per second")
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envName(f.Name) + ")" })
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -210,9 +213,10 @@ func serve[TTx any](ctx context.Context, o *options, driver riverdriver.Driver[T
 	}
 	cfg := saferiver.Config[TTx]{}
 	var err error
+	common := []saferetry.Option{saferetry.WithLogger(logger), saferetry.WithAttemptTimeout(o.attemptTimeout),
+		saferetry.WithBackoff(5*time.Millisecond, 100*time.Millisecond), saferetry.WithRetryBudget(o.budgetRatio, o.budgetPerSecond)}
 	if o.chiftURL != "" {
-		if cfg.Chift, err = saferetry.NewClient(o.chiftURL, saferetry.WithChift(), saferetry.WithLogger(logger),
-			saferetry.WithAttemptTimeout(o.attemptTimeout), saferetry.WithBackoff(5*time.Millisecond, 100*time.Millisecond)); err != nil {
+		if cfg.Chift, err = saferetry.NewClient(o.chiftURL, append(common, saferetry.WithChift())...); err != nil {
 			return err
 		}
 		update := "UPDATE invoices SET entity_id = " + ph(1) + " WHERE request_id = " + ph(2) + " AND entity_id IS NULL"
@@ -221,8 +225,7 @@ func serve[TTx any](ctx context.Context, o *options, driver riverdriver.Driver[T
 		}
 	}
 	if o.zhURL != "" {
-		if cfg.ZeroHash, err = saferetry.NewClient(o.zhURL, saferetry.WithZeroHashAuth(o.zhKey, o.zhSecret, o.zhPassphrase), saferetry.WithLogger(logger),
-			saferetry.WithAttemptTimeout(o.attemptTimeout), saferetry.WithBackoff(5*time.Millisecond, 100*time.Millisecond)); err != nil {
+		if cfg.ZeroHash, err = saferetry.NewClient(o.zhURL, append(common, saferetry.WithZeroHashAuth(o.zhKey, o.zhSecret, o.zhPassphrase))...); err != nil {
 			return err
 		}
 		update := "UPDATE payouts SET transfer_id = " + ph(1) + " WHERE client_transfer_id = " + ph(2) + " AND transfer_id IS NULL"
