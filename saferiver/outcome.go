@@ -1,8 +1,10 @@
 package saferiver
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/riverqueue/river/rivertype"
 	"net/http"
 
 	saferetry "github.com/saferetry/saferetry-go"
@@ -18,7 +20,9 @@ type Output struct {
 	// back after a lost answer: Chift's monitoring log, zerohash's lookup),
 	// "reposted" (zerohash: the lookup found nothing and a repost created
 	// it); for a cancelled job "rejected" or "reconcile" (see RejectedError
-	// and ReconcileError).
+	// and ReconcileError; a "reconcile" with an id: the entity exists). A
+	// job still retrying may hold the output of its latest attempt that
+	// got as far as the entity.
 	Outcome string `json:"outcome"`
 	// EntityID is Chift's id of the created entity; TransferID zerohash's
 	// id of the transfer.
@@ -41,7 +45,9 @@ type Output struct {
 // or used by another request (saferetry.ErrRequestIDSpent,
 // saferetry.ErrDuplicateClientTransferID), or args the worker cannot send.
 // The same job would meet the same answer again; correct the create and
-// insert a new job. Err is the SDK's typed error.
+// insert a new job. It also ends a job whose last attempt failed in a way
+// that proves nothing was created (rate limited, the API unreachable):
+// insert a new job once the cause is gone. Err is the SDK's typed error.
 type RejectedError struct {
 	API, Key string
 	Err      error
@@ -53,14 +59,17 @@ func (e *RejectedError) Error() string {
 
 func (e *RejectedError) Unwrap() error { return e.Err }
 
-// ReconcileError cancels a create job whose outcome retrying can no longer
-// settle: the key may have outlived the API's memory of it
-// (saferetry.ErrKeyExpired: zerohash's 72 h, Chift's 6 months), an entity
-// found under the key may or may not be this create's, the API recorded a
-// failure of its own that may have left the entity, or the job's attempts
-// ran out while the outcome was unknown. Someone must look Key up in the
-// API's records (Transfers.FindByClientTransferID, Chift.LookupTransaction)
-// before anything is created under a new key.
+// ReconcileError cancels a create job that needs a person: the key may
+// have outlived the API's memory of it (saferetry.ErrKeyExpired:
+// zerohash's 72 h, Chift's 6 months), an entity found under the key may or
+// may not be this create's, the API recorded a failure of its own that may
+// have left the entity, or the job's attempts ran out while the outcome
+// was unknown: then look Key up in the API's records
+// (Transfers.FindByClientTransferID, Chift.LookupTransaction) before
+// anything is created under a new key. Or the entity exists, its id in the
+// job's Output, but the job's last attempt could not complete it (the
+// created hook kept failing): write the id into the business record.
+// Reason says which.
 type ReconcileError struct {
 	API, Key string
 	Reason   string
@@ -68,9 +77,12 @@ type ReconcileError struct {
 }
 
 func (e *ReconcileError) Error() string {
-	return fmt.Sprintf("saferiver: %s create under key %s needs manual reconciliation: %s: look the key up in the API's records before creating it under a new key: %v",
-		e.API, e.Key, e.Reason, e.Err)
+	return fmt.Sprintf("saferiver: %s create under key %s needs manual reconciliation: %s: %v", e.API, e.Key, e.Reason, e.Err)
 }
+
+// lookUp is what a ReconcileError asks of someone when the entity is not
+// known.
+const lookUp = "look the key up in the API's records before creating anything under a new key"
 
 func (e *ReconcileError) Unwrap() error { return e.Err }
 
@@ -96,17 +108,17 @@ func judge(err error) (verdict, string) {
 	)
 	switch {
 	case errors.Is(err, saferetry.ErrKeyExpired):
-		return reconcileJob, "the key may have expired at the API"
+		return reconcileJob, "the key may have expired at the API: " + lookUp
 	case errors.As(err, &mismatch):
 		if mismatch.MaybeCreated {
-			return reconcileJob, "the transfer found under the key may not be this create's, and this create's may exist"
+			return reconcileJob, "the transfer found under the key may not be this create's, and this create's may exist: " + lookUp
 		}
 		return rejectJob, ""
 	case errors.As(err, &reused):
 		return rejectJob, ""
 	case errors.As(err, &spent):
 		if spent.OriginalStatus >= 500 {
-			return reconcileJob, fmt.Sprintf("Chift recorded %d for the request, which may have left the entity in the connected system", spent.OriginalStatus)
+			return reconcileJob, fmt.Sprintf("Chift recorded %d for the request, which may have left the entity in the connected system: %s", spent.OriginalStatus, lookUp)
 		}
 		return rejectJob, ""
 	case errors.Is(err, saferetry.ErrOutcomeUnknown):
@@ -142,4 +154,19 @@ func statusOf(err error) int {
 		return apiErr.StatusCode
 	}
 	return 0
+}
+
+// OutputOf decodes the Output a create job recorded (River's
+// JobRow.Output), or nil when it recorded none: a job not yet ended, or
+// discarded by River after its worker died on the last attempt.
+func OutputOf(job *rivertype.JobRow) (*Output, error) {
+	raw := job.Output()
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	var out Output
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("saferiver: job %d's output: %w", job.ID, err)
+	}
+	return &out, nil
 }

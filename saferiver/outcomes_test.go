@@ -104,6 +104,9 @@ func testRefused[TTx any](t *testing.T, s *store[TTx]) {
 	if f.chift.Created() != 1 || f.chift.CreatedWithKey(second) != 0 {
 		t.Fatalf("%d invoices created, %d under the refused key", f.chift.Created(), f.chift.CreatedWithKey(second))
 	}
+	if got := s.one(t, "SELECT key || ' ' || outcome || ' ' || kind FROM failures"); got != second+" rejected rejected" {
+		t.Fatalf("failures table: %q, want the refused key, rejected", got)
+	}
 }
 
 func TestExpiredKeyIsCancelledForReconciliation(t *testing.T) {
@@ -131,6 +134,9 @@ func testExpired[TTx any](t *testing.T, s *store[TTx]) {
 	if j.State != rivertype.JobStateCancelled || out.Outcome != "reconcile" || out.Key != key ||
 		!strings.Contains(out.Error, "needs manual reconciliation") || !strings.Contains(out.Error, key) {
 		t.Fatalf("aged transfer: job %s, output %+v", j.State, out)
+	}
+	if got := s.one(t, "SELECT key || ' ' || outcome || ' ' || kind FROM failures"); got != key+" reconcile reconcile" {
+		t.Fatalf("failures table: %q, want the aged key, reconcile", got)
 	}
 	if f.zerohash.CreatedWithClientTransferID(key) != 0 || f.zerohash.Created() != 1 {
 		t.Fatalf("transfers: %d under the aged key, %d in all; want 0 and 1 (the young one)", f.zerohash.CreatedWithClientTransferID(key), f.zerohash.Created())
@@ -283,12 +289,47 @@ func testHookNeverSucceeds[TTx any](t *testing.T, s *store[TTx]) {
 	r.s.start(t, r.client)
 	j := finalJob(t, r, key)
 	out := outputOf(t, j)
-	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || out.EntityID != "inv_1" || out.Outcome != "recovered" ||
+	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || out.EntityID != "inv_1" || out.Outcome != "reconcile" ||
 		!strings.Contains(out.Error, "needs manual reconciliation") || !strings.Contains(out.Error, "the create exists (id inv_1)") ||
+		!strings.Contains(out.Error, "write the id into the business record") || strings.Contains(out.Error, "look the key up") ||
 		!strings.Contains(out.Error, "constraint violated") {
 		t.Fatalf("job %s attempt %d output %+v", j.State, j.Attempt, out)
 	}
 	if f.chift.Created() != 1 {
 		t.Fatalf("%d invoices, want 1", f.chift.Created())
+	}
+	if got := s.one(t, "SELECT key || ' ' || outcome || ' ' || kind || ' ' || entity FROM failures"); got != key+" reconcile reconcile inv_1" {
+		t.Fatalf("failures table: %q, want the key, reconcile, inv_1", got)
+	}
+}
+
+func TestAFailingFailureHookFailsTheAttempt(t *testing.T) {
+	both(t, testFailureHookFails[*sql.Tx], testFailureHookFails[pgx.Tx])
+}
+
+// The failure hook fails on its first run: its write rolls back, the
+// attempt fails, the next attempt meets the same refusal and the hook
+// commits: one row, the job cancelled.
+func testFailureHookFails[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	r := newRig(t, s, f, nil, nil)
+	r.h.failFailed = func(call int64) error {
+		if call == 1 {
+			return errors.New("disk full")
+		}
+		return nil
+	}
+	first, _ := r.insert(t, 7, false, nil)
+	r.s.start(t, r.client)
+	if j := finalJob(t, r, first); j.State != rivertype.JobStateCompleted {
+		t.Fatalf("first invoice: %s %v", j.State, j.Errors)
+	}
+	second, _ := r.insert(t, 7, false, nil)
+	j := finalJob(t, r, second)
+	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || len(j.Errors) != 2 || !strings.Contains(j.Errors[0].Error, "the failure hook failed: disk full") {
+		t.Fatalf("job %s attempt %d errors %v", j.State, j.Attempt, j.Errors)
+	}
+	if got := s.one(t, "SELECT count(*) FROM failures"); got != "1" || r.h.failedCalls.Load() != 2 {
+		t.Fatalf("%s failure rows of %d hook calls, want 1 of 2", got, r.h.failedCalls.Load())
 	}
 }

@@ -35,6 +35,20 @@ type Config[TTx any] struct {
 	OnChiftCreated func(ctx context.Context, tx TTx, job *river.Job[ChiftCreateArgs], created *saferetry.ChiftCreated) error
 	// OnTransferCreated is OnChiftCreated for transfers.
 	OnTransferCreated func(ctx context.Context, tx TTx, job *river.Job[TransferCreateArgs], transfer *saferetry.Transfer) error
+
+	// OnChiftFailed, when set, runs when a Chift create job is about to be
+	// cancelled, in a transaction of its own that commits before the
+	// cancel: mark the business record rejected or to reconcile. out is
+	// the output the job records; err is the *RejectedError or
+	// *ReconcileError it is cancelled with. The hook runs at least once per
+	// cancelled job (again if the process dies between its commit and the
+	// cancel), so write it to be repeated. An error from it fails the
+	// attempt, which River retries (the create meets the same answer
+	// again); on the job's last attempt the job is cancelled anyway, the
+	// hook's error joined to the cancel's.
+	OnChiftFailed func(ctx context.Context, tx TTx, job *river.Job[ChiftCreateArgs], out *Output, err error) error
+	// OnTransferFailed is OnChiftFailed for transfers.
+	OnTransferFailed func(ctx context.Context, tx TTx, job *river.Job[TransferCreateArgs], out *Output, err error) error
 }
 
 // AddWorkers registers a worker for each API whose client cfg has: the
@@ -79,16 +93,29 @@ func AddWorkers[TTx any](workers *river.Workers, cfg Config[TTx]) error {
 	if cfg.OnChiftCreated != nil && cfg.Chift == nil {
 		return errors.New("saferiver: AddWorkers: OnChiftCreated is set but Config.Chift is nil")
 	}
-	if cfg.OnTransferCreated != nil && cfg.ZeroHash == nil {
-		return errors.New("saferiver: AddWorkers: OnTransferCreated is set but Config.ZeroHash is nil")
+	if (cfg.OnTransferCreated != nil || cfg.OnTransferFailed != nil) && cfg.ZeroHash == nil {
+		return errors.New("saferiver: AddWorkers: OnTransferCreated or OnTransferFailed is set but Config.ZeroHash is nil")
+	}
+	if cfg.OnChiftFailed != nil && cfg.Chift == nil {
+		return errors.New("saferiver: AddWorkers: OnChiftFailed is set but Config.Chift is nil")
 	}
 	if cfg.Chift != nil {
-		if err := river.AddWorkerSafely(workers, &chiftWorker[TTx]{client: cfg.Chift, hook: cfg.OnChiftCreated}); err != nil {
+		w := &chiftWorker[TTx]{client: cfg.Chift, hook: cfg.OnChiftCreated}
+		if cfg.OnChiftFailed != nil {
+			w.failedHook = func(ctx context.Context, tx TTx, job *river.Job[ChiftCreateArgs], out *Output, err error) error {
+				return cfg.OnChiftFailed(ctx, tx, job, out, err)
+			}
+		}
+		if err := river.AddWorkerSafely(workers, w); err != nil {
 			return fmt.Errorf("saferiver: AddWorkers: %w", err)
 		}
 	}
 	if cfg.ZeroHash != nil {
-		if err := river.AddWorkerSafely(workers, &transferWorker[TTx]{client: cfg.ZeroHash, hook: cfg.OnTransferCreated}); err != nil {
+		w := &transferWorker[TTx]{client: cfg.ZeroHash, hook: cfg.OnTransferCreated}
+		if cfg.OnTransferFailed != nil {
+			w.failedHook = cfg.OnTransferFailed
+		}
+		if err := river.AddWorkerSafely(workers, w); err != nil {
 			return fmt.Errorf("saferiver: AddWorkers: %w", err)
 		}
 	}
@@ -97,29 +124,31 @@ func AddWorkers[TTx any](workers *river.Workers, cfg Config[TTx]) error {
 
 type chiftWorker[TTx any] struct {
 	river.WorkerDefaults[ChiftCreateArgs]
-	client *saferetry.Client
-	hook   func(context.Context, TTx, *river.Job[ChiftCreateArgs], *saferetry.ChiftCreated) error
+	client     *saferetry.Client
+	hook       func(context.Context, TTx, *river.Job[ChiftCreateArgs], *saferetry.ChiftCreated) error
+	failedHook func(context.Context, TTx, *river.Job[ChiftCreateArgs], *Output, error) error
 }
 
 func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateArgs]) error {
 	key := job.Args.RequestID
+	e := ender{ctx: ctx, job: job.JobRow, api: "chift", key: key, hook: failedHook(ctx, job, w.failedHook)}
 	if key == "" {
-		return cancel(ctx, job.JobRow, "chift", key, rejectJob, "", errors.New("the job's request_id is empty: insert it with InsertChiftCreateTx, which assigns one"))
+		return e.cancel(rejectJob, "", errors.New("the job's request_id is empty: insert it with InsertChiftCreateTx, which assigns one"))
 	}
 	in := job.Args.create(firstSentAt(job.JobRow, time.Now()))
 	if _, err := in.Prepare(); err != nil {
-		return invalid(ctx, job.JobRow, "chift", key, err)
+		return e.invalid(err)
 	}
 	created, err := w.client.Chift.Create(ctx, in)
 	if err != nil {
-		return failed(ctx, job.JobRow, "chift", key, err)
+		return e.failed(err)
 	}
 	outcome := "created"
 	if created.Recovered {
 		outcome = "recovered"
 	}
 	out := &Output{API: "chift", Key: key, Outcome: outcome, EntityID: created.EntityID, StatusCode: created.StatusCode, Attempt: job.Attempt}
-	return complete(ctx, job, out, func(tx TTx) error {
+	return complete(&e, job, out, func(tx TTx) error {
 		if w.hook == nil {
 			return nil
 		}
@@ -129,32 +158,34 @@ func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateA
 
 type transferWorker[TTx any] struct {
 	river.WorkerDefaults[TransferCreateArgs]
-	client *saferetry.Client
-	hook   func(context.Context, TTx, *river.Job[TransferCreateArgs], *saferetry.Transfer) error
+	client     *saferetry.Client
+	hook       func(context.Context, TTx, *river.Job[TransferCreateArgs], *saferetry.Transfer) error
+	failedHook func(context.Context, TTx, *river.Job[TransferCreateArgs], *Output, error) error
 }
 
 func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferCreateArgs]) error {
 	key := job.Args.ClientTransferID
+	e := ender{ctx: ctx, job: job.JobRow, api: "zerohash", key: key, hook: failedHook(ctx, job, w.failedHook)}
 	req := job.Args.Transfer
 	switch {
 	case key == "":
-		return cancel(ctx, job.JobRow, "zerohash", key, rejectJob, "", errors.New("the job's client_transfer_id is empty: insert it with InsertTransferCreateTx, which assigns one"))
+		return e.cancel(rejectJob, "", errors.New("the job's client_transfer_id is empty: insert it with InsertTransferCreateTx, which assigns one"))
 	case req.ClientTransferID != "" && req.ClientTransferID != key:
-		return cancel(ctx, job.JobRow, "zerohash", key, rejectJob, "", fmt.Errorf("the job's transfer names client_transfer_id %s, the job %s", req.ClientTransferID, key))
+		return e.cancel(rejectJob, "", fmt.Errorf("the job's transfer names client_transfer_id %s, the job %s", req.ClientTransferID, key))
 	}
 	req.ClientTransferID, req.FirstSentAt = key, firstSentAt(job.JobRow, time.Now())
 	if _, err := req.Prepare(); err != nil {
-		return invalid(ctx, job.JobRow, "zerohash", key, err)
+		return e.invalid(err)
 	}
 	t, err := w.client.Transfers.Create(ctx, req)
 	if err != nil {
-		return failed(ctx, job.JobRow, "zerohash", key, err)
+		return e.failed(err)
 	}
 	out := &Output{API: "zerohash", Key: key, Outcome: t.Outcome.String(), TransferID: t.ID, TransferStatus: t.Status, Attempt: job.Attempt}
 	if t.Outcome != saferetry.OutcomeRecovered {
 		out.StatusCode = 201
 	}
-	return complete(ctx, job, out, func(tx TTx) error {
+	return complete(&e, job, out, func(tx TTx) error {
 		if w.hook == nil {
 			return nil
 		}
@@ -191,14 +222,15 @@ func firstSentAt(job *rivertype.JobRow, now time.Time) time.Time {
 // complete records out, then completes the job and runs hook in one
 // transaction. The output stays recorded whatever follows, so the entity
 // id is on the job even when the transaction fails. A failure is retried
-// (the next attempt finds the same entity under the key), and on the
-// job's last attempt cancels it with a *ReconcileError: the entity exists
-// but the business record may not hold it.
-func complete[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs], out *Output, hook func(tx TTx) error) error {
-	if err := river.RecordOutput(ctx, out); err != nil {
+// (the next attempt finds the same entity under the key); on the job's
+// last attempt the job is cancelled with a *ReconcileError, its output
+// keeping the entity id: the entity exists, but the business record may
+// not hold it.
+func complete[TTx any, TArgs river.JobArgs](e *ender, job *river.Job[TArgs], out *Output, hook func(tx TTx) error) error {
+	if err := river.RecordOutput(e.ctx, out); err != nil {
 		return fmt.Errorf("saferiver: recording the output of key %s: %w", out.Key, err)
 	}
-	err := completeTx(ctx, job, out, hook)
+	err := completeTx(e.ctx, job, out, hook)
 	if err == nil || job.Attempt < job.MaxAttempts {
 		return err
 	}
@@ -206,85 +238,139 @@ func complete[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[
 	if id == "" {
 		id = fmt.Sprint(out.TransferID)
 	}
+	out.Outcome = "reconcile"
 	cause := &ReconcileError{API: out.API, Key: out.Key, Err: err,
-		Reason: fmt.Sprintf("the create exists (id %s), but the job's last attempt (%d) could not complete it with the OnCreated hook", id, job.Attempt)}
-	out.Error = cause.Error()
-	_ = river.RecordOutput(ctx, out)
-	return river.JobCancel(cause)
+		Reason: fmt.Sprintf("the create exists (id %s), but the job's last attempt (%d) could not complete: write the id into the business record", id, job.Attempt)}
+	return endWith(e.ctx, e.job, out, cause, e.hook)
 }
 
 // completeTx completes the job and runs hook in one transaction. The
 // completion goes first, so that the job's row is locked before the hook
 // writes; the run commits only if the job is still its own attempt.
 func completeTx[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs], out *Output, hook func(tx TTx) error) error {
-	client, err := river.ClientFromContextSafely[TTx](ctx)
-	if err != nil {
-		return fmt.Errorf("saferiver: completing the job for key %s: %w", out.Key, err)
-	}
-	driver := client.Driver()
-	execTx, err := driver.GetExecutor().Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("saferiver: key %s created; beginning the transaction that completes its job: %w", out.Key, err)
-	}
-	defer func() { _ = execTx.Rollback(context.WithoutCancel(ctx)) }()
-	tx := driver.UnwrapTx(execTx)
-	done, err := river.JobCompleteTx[riverdriver.Driver[TTx]](ctx, tx, job)
-	if err != nil {
-		return fmt.Errorf("saferiver: key %s created; completing its job: %w", out.Key, err)
-	}
-	if done.State != rivertype.JobStateCompleted || done.Attempt != job.Attempt {
-		return fmt.Errorf("saferiver: key %s created, but job %d is no longer this run's (attempt %d, now %s at attempt %d): not completed here",
-			out.Key, job.ID, job.Attempt, done.State, done.Attempt)
-	}
-	if err := hook(tx); err != nil {
-		return fmt.Errorf("saferiver: key %s created; the OnCreated hook failed, and the job will run again: %w", out.Key, err)
-	}
-	if err := execTx.Commit(ctx); err != nil {
-		return fmt.Errorf("saferiver: key %s created; committing its job's completion: %w", out.Key, err)
-	}
-	return nil
+	return inTx(ctx, func(tx TTx) error {
+		done, err := river.JobCompleteTx[riverdriver.Driver[TTx]](ctx, tx, job)
+		if err != nil {
+			return fmt.Errorf("saferiver: key %s created; completing its job: %w", out.Key, err)
+		}
+		if done.State != rivertype.JobStateCompleted || done.Attempt != job.Attempt {
+			return fmt.Errorf("saferiver: key %s created, but job %d is no longer this run's (attempt %d, now %s at attempt %d): not completed here",
+				out.Key, job.ID, job.Attempt, done.State, done.Attempt)
+		}
+		if err := hook(tx); err != nil {
+			return fmt.Errorf("saferiver: key %s created; the created hook failed%s: %w", out.Key, sqliteHint(err), err)
+		}
+		return nil
+	})
+}
+
+// ender ends a job that created nothing it knows of: a retry, or a
+// cancel, after the failure hook.
+type ender struct {
+	ctx      context.Context
+	job      *rivertype.JobRow
+	api, key string
+	hook     func(out *Output, cause error) error // nil: none
 }
 
 // failed turns a create's error into the job's: a retry, or a cancel.
-func failed(ctx context.Context, job *rivertype.JobRow, api, key string, err error) error {
+func (e *ender) failed(err error) error {
 	v, reason := judge(err)
 	if v == retryLater {
-		if job.Attempt < job.MaxAttempts {
+		if e.job.Attempt < e.job.MaxAttempts {
 			return err
 		}
 		if errors.Is(err, saferetry.ErrOutcomeUnknown) {
-			v, reason = reconcileJob, fmt.Sprintf("the outcome is still unknown after the job's last attempt (%d)", job.Attempt)
+			v, reason = reconcileJob, fmt.Sprintf("the outcome is still unknown after the job's last attempt (%d): %s", e.job.Attempt, lookUp)
 		} else {
-			v, reason = rejectJob, fmt.Sprintf("the job's last attempt (%d) failed, and none created it", job.Attempt)
+			v, reason = rejectJob, fmt.Sprintf("the job's last attempt (%d) failed, and none created it", e.job.Attempt)
 		}
 	}
-	return cancel(ctx, job, api, key, v, reason, err)
+	return e.cancel(v, reason, err)
 }
 
 // invalid cancels a job whose create Create would refuse before sending
 // (args inserted without the insert helpers, or edited): the same args
 // fail the same way on every attempt. A key that may have expired is
 // reconciled instead.
-func invalid(ctx context.Context, job *rivertype.JobRow, api, key string, err error) error {
+func (e *ender) invalid(err error) error {
 	if v, reason := judge(err); v == reconcileJob {
-		return cancel(ctx, job, api, key, v, reason, err)
+		return e.cancel(v, reason, err)
 	}
-	return cancel(ctx, job, api, key, rejectJob, "the job's create is invalid, nothing was sent", err)
+	return e.cancel(rejectJob, "the job's create is invalid, nothing was sent", err)
 }
 
-// cancel records the failure as the job's output and cancels the job.
-func cancel(ctx context.Context, job *rivertype.JobRow, api, key string, v verdict, reason string, err error) error {
-	out := &Output{API: api, Key: key, Attempt: job.Attempt, StatusCode: statusOf(err)}
+// cancel records the failure as the job's output, runs the failure hook
+// and cancels the job.
+func (e *ender) cancel(v verdict, reason string, err error) error {
+	out := &Output{API: e.api, Key: e.key, Attempt: e.job.Attempt, StatusCode: statusOf(err)}
 	var cause error
 	if v == reconcileJob {
-		out.Outcome, cause = "reconcile", &ReconcileError{API: api, Key: key, Reason: reason, Err: err}
+		out.Outcome, cause = "reconcile", &ReconcileError{API: e.api, Key: e.key, Reason: reason, Err: err}
 	} else {
 		if reason != "" {
 			err = fmt.Errorf("%s: %w", reason, err)
 		}
-		out.Outcome, cause = "rejected", &RejectedError{API: api, Key: key, Err: err}
+		out.Outcome, cause = "rejected", &RejectedError{API: e.api, Key: e.key, Err: err}
 	}
+	return endWith(e.ctx, e.job, out, cause, e.hook)
+}
+
+// endWith records out and cancels the job with cause, once hook (if any)
+// has committed. A failing hook fails the attempt instead, until the
+// job's last.
+func endWith(ctx context.Context, job *rivertype.JobRow, out *Output, cause error, hook func(*Output, error) error) error {
 	out.Error = cause.Error()
-	_ = river.RecordOutput(ctx, out) // only outside a worker can it fail; the cancel still stands
+	_ = river.RecordOutput(ctx, out) // it fails only outside a worker; the cancel still stands
+	if hook != nil {
+		if err := hook(out, cause); err != nil {
+			err = fmt.Errorf("saferiver: key %s: the failure hook failed%s: %w", out.Key, sqliteHint(err), err)
+			if job.Attempt < job.MaxAttempts {
+				return err
+			}
+			return river.JobCancel(errors.Join(cause, err))
+		}
+	}
 	return river.JobCancel(cause)
+}
+
+// failedHook binds a failure hook to its job, in a transaction of its
+// own; nil when there is none.
+func failedHook[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs],
+	hook func(context.Context, TTx, *river.Job[TArgs], *Output, error) error) func(*Output, error) error {
+	if hook == nil {
+		return nil
+	}
+	return func(out *Output, cause error) error {
+		return inTx(ctx, func(tx TTx) error { return hook(ctx, tx, job, out, cause) })
+	}
+}
+
+// inTx runs f in a transaction of the River client's database and
+// commits it.
+func inTx[TTx any](ctx context.Context, f func(tx TTx) error) error {
+	client, err := river.ClientFromContextSafely[TTx](ctx)
+	if err != nil {
+		return fmt.Errorf("saferiver: %w", err)
+	}
+	driver := client.Driver()
+	execTx, err := driver.GetExecutor().Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("saferiver: beginning a transaction: %w", err)
+	}
+	defer func() { _ = execTx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := f(driver.UnwrapTx(execTx)); err != nil {
+		return err
+	}
+	return execTx.Commit(ctx)
+}
+
+// sqliteHint points at the one mistake that turns a hook's wait into a
+// deadline: a write outside tx, which on a database of one connection
+// waits for tx's own connection.
+func sqliteHint(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return " (a hook that writes through the database handle instead of tx waits forever on SQLite's one connection)"
+	}
+	return ""
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -62,6 +61,9 @@ type hooks[TTx any] struct {
 	s     *store[TTx]
 	calls atomic.Int64
 	fail  func(key string, call int64) error // nil: never
+
+	failedCalls atomic.Int64
+	failFailed  func(call int64) error // nil: never
 }
 
 func (h *hooks[TTx]) config(f *fakes) saferiver.Config[TTx] {
@@ -73,7 +75,36 @@ func (h *hooks[TTx]) config(f *fakes) saferiver.Config[TTx] {
 		OnTransferCreated: func(ctx context.Context, tx TTx, job *river.Job[saferiver.TransferCreateArgs], tr *saferetry.Transfer) error {
 			return h.run(ctx, tx, job.Args.ClientTransferID, "UPDATE payouts SET transfer_id = $1 WHERE client_transfer_id = $2", tr.ID)
 		},
+		OnChiftFailed: func(ctx context.Context, tx TTx, job *river.Job[saferiver.ChiftCreateArgs], out *saferiver.Output, err error) error {
+			return h.failed(ctx, tx, out, err)
+		},
+		OnTransferFailed: func(ctx context.Context, tx TTx, job *river.Job[saferiver.TransferCreateArgs], out *saferiver.Output, err error) error {
+			return h.failed(ctx, tx, out, err)
+		},
 	}
+}
+
+// failed records a cancelled job in the failures table, in its
+// transaction; failFailed, when set, makes the hook fail after the write.
+func (h *hooks[TTx]) failed(ctx context.Context, tx TTx, out *saferiver.Output, cause error) error {
+	h.failedCalls.Add(1)
+	var rejected *saferiver.RejectedError
+	var reconcile *saferiver.ReconcileError
+	kind := "?"
+	switch {
+	case errors.As(cause, &rejected):
+		kind = "rejected"
+	case errors.As(cause, &reconcile):
+		kind = "reconcile"
+	}
+	if err := h.s.txExec(ctx, tx, "INSERT INTO failures (key, outcome, kind, entity) VALUES ($1, $2, $3, $4)",
+		out.Key, out.Outcome, kind, entityOf(out)); err != nil {
+		return err
+	}
+	if h.failFailed != nil {
+		return h.failFailed(h.failedCalls.Load())
+	}
+	return nil
 }
 
 func (h *hooks[TTx]) run(ctx context.Context, tx TTx, key, update string, id any) error {
@@ -99,8 +130,11 @@ type rig[TTx any] struct {
 }
 
 func newRig[TTx any](t *testing.T, s *store[TTx], f *fakes, tune func(*river.Config), fail func(string, int64) error) *rig[TTx] {
-	if err := s.exec(context.Background(), "CREATE TABLE hook_runs (key text NOT NULL)"); err != nil {
-		t.Fatal(err)
+	for _, ddl := range []string{"CREATE TABLE hook_runs (key text NOT NULL)",
+		"CREATE TABLE failures (key text NOT NULL, outcome text NOT NULL, kind text NOT NULL, entity text NOT NULL)"} {
+		if err := s.exec(context.Background(), ddl); err != nil {
+			t.Fatal(err)
+		}
 	}
 	h := &hooks[TTx]{s: s, fail: fail}
 	workers := river.NewWorkers()
@@ -245,5 +279,9 @@ func checkRows[TTx any](t *testing.T, s *store[TTx], f *fakes, committed map[str
 	}
 }
 
-var _ = errors.Is
-var _ = http.MethodPost
+func entityOf(out *saferiver.Output) string {
+	if out.TransferID != 0 {
+		return fmt.Sprint(out.TransferID)
+	}
+	return out.EntityID
+}
