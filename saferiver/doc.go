@@ -53,11 +53,34 @@
 //   - The database's clock and the workers' clocks agree within a minute
 //     (zerohash refuses signatures more than 60 s off anyway).
 //   - River's JobTimeout bounds each attempt: a create that has not
-//     settled by then ends as unknown and is retried. Chift.Create may
-//     poll Chift's log for up to two minutes, so give these jobs a few
-//     minutes. RescueStuckJobsAfter (at least JobTimeout) is how long a
-//     dead worker's jobs wait to be taken up again.
-//   - A hook writes only through its tx, and may be called again after a
-//     failed attempt (its writes then rolled back); it commits at most
-//     once per job.
+//     settled by then ends as unknown and is retried (see River settings).
+//   - A created hook writes only through its tx, and may be called again
+//     after a failed attempt (its writes then rolled back); it commits at
+//     most once per job. A failure hook commits at least once per
+//     cancelled job.
+//   - A job River discards (its worker died during its last attempt: the
+//     rescuer discards instead of retrying) has no Output and ran no
+//     failure hook: treat a discarded create job as one to reconcile.
+//
+// # River settings
+//
+// River's defaults suit these jobs but for two, which a real deployment
+// should set (the example's seconds are for a demonstration):
+//
+//	&river.Config{
+//		// Each attempt: Chift's attempts take up to 90 s
+//		// (saferetry.DefaultChiftAttemptTimeout) and Chift.Create polls
+//		// Chift's log for up to 2 min. River's default is 1 min.
+//		JobTimeout: 5 * time.Minute,
+//		// How long a dead worker's jobs wait before another worker
+//		// resumes them; at least JobTimeout. River's default is 1 h.
+//		RescueStuckJobsAfter: 10 * time.Minute,
+//	}
+//
+// River's default retry policy (attempt^4 seconds, 25 attempts) spreads a
+// job's attempts over about three weeks; a zerohash create still unsettled
+// 71 h after its insert ends for reconciliation, as its key may expire.
+// River's rescuer runs on its elected leader: after the leader dies,
+// another instance takes over once the leader's lease lapses (River
+// v0.51: 15 s), then rescues the dead workers' jobs.
 package saferiver

@@ -18,8 +18,9 @@ type Config[TTx any] struct {
 	// Chift sends ChiftCreateArgs jobs; it must be made with
 	// saferetry.WithChift(). Nil: no Chift worker is added.
 	Chift *saferetry.Client
-	// ZeroHash sends TransferCreateArgs jobs; it must be made with
-	// saferetry.WithZeroHashRequestID(). Nil: no transfer worker is added.
+	// ZeroHash sends TransferCreateArgs jobs; it must be made for zerohash:
+	// saferetry.WithZeroHashAuth (or WithZeroHashRequestID, when the
+	// requests are signed elsewhere). Nil: no transfer worker is added.
 	ZeroHash *saferetry.Client
 
 	// OnChiftCreated, when set, runs once the entity exists, inside the
@@ -70,12 +71,14 @@ type Config[TTx any] struct {
 //     context ended): the job fails this attempt and River retries it on
 //     its retry policy, under the same key; on the job's last attempt it
 //     is cancelled instead, with a *ReconcileError when the outcome is
-//     unknown.
+//     unknown, else a *RejectedError.
 //
-// An attempt after the first (River's Attempt above 1, or an error
-// recorded) resumes: the create's FirstSentAt is when the job was
-// inserted, which is before its first send, on this process's clock
-// whatever the database's clock says (see firstSentAt). Transfers.Create then looks the id up before it posts again,
+// The failure hooks run before each cancel. An attempt after the first
+// (River's Attempt above 1, or an error recorded) resumes: the create's
+// FirstSentAt is when the job was inserted, which is before its first
+// send, on this process's clock whatever the database's clock says (the
+// job's age is read from River's created_at and attempted_at, both
+// stamped by the database). Transfers.Create then looks the id up before it posts again,
 // and both creates refuse to post once the key may have expired.
 func AddWorkers[TTx any](workers *river.Workers, cfg Config[TTx]) error {
 	if workers == nil {
