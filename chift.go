@@ -132,10 +132,12 @@ type ChiftCreate struct {
 	// one on purpose to finish a create an earlier process began.
 	RequestID string
 	// FirstSentAt is, when this call resumes such a create, when it was
-	// first sent. Chift keeps request ids for 6 months; past that a
-	// repost could create a second entity, so Create refuses it. A
-	// FirstSentAt more than a minute ahead of the clock is refused as a
-	// mistake.
+	// first sent. An earlier post may then have been processed, so Create
+	// reports a definite failure only when Chift's log confirms it; any
+	// other failure is ErrOutcomeUnknown. Chift keeps request ids for 6
+	// months; past that a repost could create a second entity, so Create
+	// refuses it. A FirstSentAt more than a minute ahead of the clock is
+	// refused as a mistake.
 	FirstSentAt time.Time
 }
 
@@ -340,7 +342,9 @@ func (s *ChiftService) newCreate(in ChiftCreate, now time.Time) (*chiftCreate, e
 	if err != nil {
 		return nil, err
 	}
-	return &chiftCreate{s: s, in: in, body: body, url: u}, nil
+	// A resumed create's earlier post may have been processed: no answer
+	// to this run's posts can tell that it was not, but Chift's log.
+	return &chiftCreate{s: s, in: in, body: body, url: u, mayExist: !in.FirstSentAt.IsZero()}, nil
 }
 
 // chiftNext is what the answer to a post calls for.
