@@ -18,18 +18,21 @@ const (
 // ChiftCreateArgs is a job that makes one Chift create with Chift.Create.
 // Insert it with InsertChiftCreateTx, which checks the create and assigns
 // RequestID before the job exists; the worker refuses args whose
-// RequestID is empty. The fields are saferetry.ChiftCreate's, with Body as
-// the exact JSON bytes every attempt posts.
+// RequestID is empty. The fields are saferetry.ChiftCreate's, with Body
+// the JSON text every attempt posts.
 type ChiftCreateArgs struct {
 	// RequestID is the X-Chift-Client-RequestId of every post of the job,
 	// on every attempt and after every rescue. It is the job's unique key:
 	// River inserts at most one job per RequestID while a job with it is
 	// kept (see InsertChiftCreateTx).
-	RequestID    string          `json:"request_id" river:"unique"`
-	Path         string          `json:"path"`
-	Body         json.RawMessage `json:"body"`
-	ConsumerID   string          `json:"consumer_id"`
-	ConnectionID string          `json:"connection_id"`
+	RequestID string `json:"request_id" river:"unique"`
+	Path      string `json:"path"`
+	// Body is the JSON text of the create's body, kept as a string so
+	// that every attempt posts the same bytes: stored as JSON, Postgres's
+	// jsonb would reorder an object's keys and rewrite its numbers.
+	Body         string `json:"body"`
+	ConsumerID   string `json:"consumer_id"`
+	ConnectionID string `json:"connection_id"`
 	// Reference is the caller's own, never sent: the id of the business
 	// record the create belongs to, say, for OnChiftCreated to find it.
 	Reference string `json:"reference,omitempty"`
@@ -44,7 +47,7 @@ func (ChiftCreateArgs) InsertOpts() river.InsertOpts {
 }
 
 func (a *ChiftCreateArgs) create(firstSentAt time.Time) saferetry.ChiftCreate {
-	return saferetry.ChiftCreate{Path: a.Path, Body: a.Body, ConsumerID: a.ConsumerID, ConnectionID: a.ConnectionID,
+	return saferetry.ChiftCreate{Path: a.Path, Body: json.RawMessage(a.Body), ConsumerID: a.ConsumerID, ConnectionID: a.ConnectionID,
 		RequestID: a.RequestID, FirstSentAt: firstSentAt}
 }
 

@@ -1,7 +1,6 @@
 package saferiver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,12 +72,12 @@ func InsertChiftCreateTx[TTx any](ctx context.Context, client *river.Client[TTx]
 	if err != nil {
 		return nil, fmt.Errorf("saferiver: create refused, nothing inserted: %w", err)
 	}
-	args := ChiftCreateArgs{RequestID: prepared.RequestID, Path: prepared.Path, Body: prepared.Body.(json.RawMessage),
+	args := ChiftCreateArgs{RequestID: prepared.RequestID, Path: prepared.Path, Body: string(prepared.Body.(json.RawMessage)),
 		ConsumerID: prepared.ConsumerID, ConnectionID: prepared.ConnectionID}
 	return insertTx(ctx, client, tx, args, args.RequestID, opts, func(a *ChiftCreateArgs) { a.Reference = refOf(opts) },
 		func(held *ChiftCreateArgs) bool {
 			return held.Reference == refOf(opts) && held.Path == args.Path && held.ConsumerID == args.ConsumerID && held.ConnectionID == args.ConnectionID &&
-				sameJSON(held.Body, args.Body)
+				held.Body == args.Body
 		})
 }
 
@@ -148,13 +147,4 @@ func insertTx[TTx any, TArgs river.JobArgs](ctx context.Context, client *river.C
 		return nil, &KeyInUseError{Key: key, JobID: res.Job.ID, State: res.Job.State}
 	}
 	return out, nil
-}
-
-// sameJSON: a and b are the same JSON text, but for insignificant space.
-func sameJSON(a, b []byte) bool {
-	var ca, cb bytes.Buffer
-	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
-		return bytes.Equal(a, b)
-	}
-	return bytes.Equal(ca.Bytes(), cb.Bytes())
 }

@@ -152,6 +152,30 @@ func testInsertUnique[TTx any](t *testing.T, s *store[TTx]) {
 		t.Fatalf("%s jobs, want 1", n)
 	}
 
+	// A Chift create whose body Postgres's jsonb would rewrite (key order,
+	// 1e2, 1.50): kept as sent, and the same insert again is the same job.
+	raw := `{"z": 1e2, "a": {"y": 2, "b": 1.50}, "invoice_number": "INV-9"}`
+	chift := saferetry.ChiftCreate{Path: "consumers/" + consumer + "/invoicing/invoices", Body: json.RawMessage(raw),
+		ConsumerID: consumer, ConnectionID: "conn", RequestID: "chosen-request-id"}
+	var firstChift *saferiver.Enqueued
+	for i := range 2 {
+		s.inTx(t, false, func(tx TTx) {
+			e, err := saferiver.InsertChiftCreateTx(ctx, client, tx, chift, &saferiver.InsertOpts{Reference: "INV-9"})
+			if err != nil || e.Key != chift.RequestID || e.Existing != (i == 1) || (i == 1 && e.JobID != firstChift.JobID) {
+				t.Fatalf("Chift insert %d = %+v, %v", i, e, err)
+			}
+			firstChift = e
+		})
+	}
+	job, err = client.JobGet(ctx, firstChift.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chiftArgs saferiver.ChiftCreateArgs
+	if err := json.Unmarshal(job.EncodedArgs, &chiftArgs); err != nil || chiftArgs.Body != raw {
+		t.Fatalf("stored body %q, %v; want the bytes given, %q", chiftArgs.Body, err, raw)
+	}
+
 	var rolledBack *saferiver.Enqueued
 	s.inTx(t, true, func(tx TTx) {
 		var err error
@@ -159,8 +183,8 @@ func testInsertUnique[TTx any](t *testing.T, s *store[TTx]) {
 			t.Fatal(err)
 		}
 	})
-	if n := s.countJobs(t); n != "1" {
-		t.Fatalf("%s jobs after a rolled-back insert, want 1", n)
+	if n := s.countJobs(t); n != "2" {
+		t.Fatalf("%s jobs after a rolled-back insert, want 2", n)
 	}
 	if _, err := client.JobGet(ctx, rolledBack.JobID); !errors.Is(err, rivertype.ErrNotFound) {
 		t.Fatalf("the rolled-back job: %v, want not found", err)

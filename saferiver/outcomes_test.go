@@ -243,10 +243,10 @@ func testInvalidArgs[TTx any](t *testing.T, s *store[TTx]) {
 	ctx := context.Background()
 	bad := saferiver.TransferCreateArgs{ClientTransferID: "3b1f0f0e-8a51-4c47-9a0a-2d5b7e1c9d01", Transfer: transfer(1)}
 	bad.Transfer.Amount = "ten"
-	noKey := saferiver.ChiftCreateArgs{Path: "consumers/" + consumer + "/invoicing/invoices", Body: []byte(`{"total":1}`),
+	noKey := saferiver.ChiftCreateArgs{Path: "consumers/" + consumer + "/invoicing/invoices", Body: `{"total":1}`,
 		ConsumerID: consumer, ConnectionID: f.chift.ConnectionID}
 	notObject := noKey
-	notObject.RequestID, notObject.Body = "a-request-id", []byte(`[1]`)
+	notObject.RequestID, notObject.Body = "a-request-id", `[1]`
 	r.s.inTx(t, false, func(tx TTx) {
 		for _, args := range []river.JobArgs{bad, noKey, notObject} {
 			if _, err := r.client.InsertTx(ctx, tx, args, nil); err != nil {
