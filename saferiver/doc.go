@@ -56,8 +56,17 @@
 //     settled by then ends as unknown and is retried (see River settings).
 //   - A created hook writes only through its tx, and may be called again
 //     after a failed attempt (its writes then rolled back); it commits at
-//     most once per job. A failure hook commits at least once per
+//     most once per run of the job to completion. River's Client.JobRetry
+//     of a completed job runs it again: the create is recovered under its
+//     key, not repeated, and the hook commits again, so write it to set
+//     the id rather than to add. A failure hook commits at least once per
 //     cancelled job.
+//   - A job cancelled from outside while it runs (River's
+//     Client.JobCancel) ends as "reconcile" when its create may have been
+//     sent, else "rejected"; its failure hook runs.
+//   - Only the job's current run ends it: a run River presumed dead and
+//     handed to another worker (a frozen process, say) neither completes
+//     nor cancels the job when it wakes up.
 //   - A job River discards (its worker died during its last attempt: the
 //     rescuer discards instead of retrying) has no Output and ran no
 //     failure hook: treat a discarded create job as one to reconcile.

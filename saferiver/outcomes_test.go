@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	saferetry "github.com/saferetry/saferetry-go"
+	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -174,7 +175,7 @@ func testLastAttempt[TTx any](t *testing.T, s *store[TTx]) {
 	j := finalJob(t, r, key)
 	out := outputOf(t, j)
 	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || out.Outcome != "reconcile" ||
-		!strings.Contains(out.Error, "still unknown after the job's last attempt (2)") || !strings.Contains(out.Error, key) {
+		!strings.Contains(out.Error, "the outcome is still unknown: the job's last attempt (2) ended") || !strings.Contains(out.Error, key) {
 		t.Fatalf("job %s attempt %d output %+v errors %v", j.State, j.Attempt, out, j.Errors)
 	}
 	if !strings.Contains(j.Errors[0].Error, "outcome unknown") {
@@ -331,5 +332,152 @@ func testFailureHookFails[TTx any](t *testing.T, s *store[TTx]) {
 	}
 	if got := s.one(t, "SELECT count(*) FROM failures"); got != "1" || r.h.failedCalls.Load() != 2 {
 		t.Fatalf("%s failure rows of %d hook calls, want 1 of 2", got, r.h.failedCalls.Load())
+	}
+}
+
+func TestARunThatIsNoLongerTheJobsDoesNotCancelIt(t *testing.T) {
+	both(t, testStaleCancel[*sql.Tx], testStaleCancel[pgx.Tx])
+}
+
+// The first attempt meets a refusal (a 400 that would cancel the job),
+// but by then the job's row has moved on to attempt 2, as when River
+// rescued it and another worker took it. The stale run must neither run
+// the failure hook nor cancel the job under the other run; the job goes
+// on and the invoice is created once.
+func testStaleCancel[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	var bumped atomic.Bool
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method == http.MethodPost && bumped.CompareAndSwap(false, true) {
+			if err := s.exec(req.Context(), "UPDATE river_job SET attempt = attempt + 1 WHERE kind = $1", saferiver.ChiftCreateKind); err != nil {
+				return nil, err
+			}
+			return &http.Response{StatusCode: http.StatusBadRequest, Header: http.Header{"Content-Type": {"application/json"}},
+				Body: io.NopCloser(strings.NewReader(`{"status":"error","message":"refused by a test","error_code":"ERROR_TEST"}`)), Request: req}, nil
+		}
+		return http.DefaultTransport.RoundTrip(req)
+	})
+	var err error
+	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
+		saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, s, f, nil, nil)
+	key, _ := r.insert(t, 1, false, nil)
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	if j.State != rivertype.JobStateCompleted || len(j.Errors) != 1 || !strings.Contains(j.Errors[0].Error, "not cancelled here") {
+		t.Fatalf("job %s attempt %d errors %v; want completed after the stale run's refusal", j.State, j.Attempt, j.Errors)
+	}
+	if got := s.one(t, "SELECT count(*) FROM failures"); got != "0" || r.h.failedCalls.Load() != 0 {
+		t.Fatalf("%s failure rows, %d failure hook calls; want none", got, r.h.failedCalls.Load())
+	}
+	if f.chift.CreatedWithKey(key) != 1 || s.one(t, "SELECT count(*) FROM hook_runs WHERE key = $1", key) != "1" {
+		t.Fatalf("%d invoices, want 1, and one hook run", f.chift.CreatedWithKey(key))
+	}
+}
+
+func TestAnEarlierAttemptsEntityOutlivesALaterFailure(t *testing.T) {
+	both(t, testEarlierEntity[*sql.Tx], testEarlierEntity[pgx.Tx])
+}
+
+// Attempt 1 creates the invoice but its hook fails; attempt 2, the last,
+// finds Chift unreachable. The job ends for reconciliation with the
+// invoice's id, which attempt 1 learned, not as "nothing created".
+func testEarlierEntity[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	var down atomic.Bool
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if down.Load() {
+			req = req.Clone(req.Context())
+			req.URL.Host = "127.0.0.1:1"
+		}
+		return http.DefaultTransport.RoundTrip(req)
+	})
+	var err error
+	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
+		saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(time.Millisecond, 5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, s, f, nil, func(string, int64) error {
+		down.Store(true)
+		return errors.New("row locked")
+	})
+	ctx := context.Background()
+	var key string
+	r.s.inTx(t, false, func(tx TTx) {
+		e, err := saferiver.InsertChiftCreateTx(ctx, r.client, tx, withConnection(invoice(1), f.chift.ConnectionID),
+			&saferiver.InsertOpts{River: river.InsertOpts{MaxAttempts: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = e.Key
+	})
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out, err := saferiver.OutputOf(j)
+	if err != nil || out == nil {
+		t.Fatalf("output: %v, %v", out, err)
+	}
+	if j.State != rivertype.JobStateCancelled || j.Attempt != 2 || out.Outcome != "reconcile" || out.EntityID != "inv_1" ||
+		!strings.Contains(out.Error, "attempt 1 obtained the create (id inv_1)") || strings.Contains(out.Error, "none created") {
+		t.Fatalf("job %s attempt %d output %+v", j.State, j.Attempt, out)
+	}
+	if got := s.one(t, "SELECT entity FROM failures WHERE key = $1", key); got != "inv_1" {
+		t.Fatalf("the failure hook got entity %q, want inv_1", got)
+	}
+}
+
+func TestACancelFromOutsideMidCreateIsReconciled(t *testing.T) {
+	both(t, testRemoteCancel[*sql.Tx], testRemoteCancel[pgx.Tx])
+}
+
+// The job is cancelled from outside (River's Client.JobCancel) after its
+// post reached Chift and before the answer came back: the invoice may
+// exist, so the job ends for reconciliation, its failure hook run.
+func testRemoteCancel[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	posted := make(chan struct{}, 1)
+	base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method != http.MethodPost {
+			return http.DefaultTransport.RoundTrip(req)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		posted <- struct{}{}
+		<-req.Context().Done() // the answer is lost while the job is cancelled
+		return nil, req.Context().Err()
+	})
+	var err error
+	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
+		saferetry.WithAttemptTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, s, f, nil, nil)
+	key, _ := r.insert(t, 1, false, nil)
+	r.s.start(t, r.client)
+	<-posted
+	jobs, err := r.client.JobList(context.Background(), river.NewJobListParams().Kinds(saferiver.ChiftCreateKind))
+	if err != nil || len(jobs.Jobs) != 1 {
+		t.Fatalf("jobs %v, %v", jobs, err)
+	}
+	if _, err := r.client.JobCancel(context.Background(), jobs.Jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	j := finalJob(t, r, key)
+	out, _ := saferiver.OutputOf(j)
+	if j.State != rivertype.JobStateCancelled || out == nil || out.Outcome != "reconcile" || !strings.Contains(out.Error, "cancelled from outside") {
+		t.Fatalf("job %s output %+v errors %v", j.State, out, j.Errors)
+	}
+	if got := s.one(t, "SELECT kind FROM failures WHERE key = $1", key); got != "reconcile" {
+		t.Fatalf("failure hook recorded %q, want reconcile", got)
+	}
+	if f.chift.CreatedWithKey(key) != 1 {
+		t.Fatalf("%d invoices", f.chift.CreatedWithKey(key))
 	}
 }

@@ -134,7 +134,7 @@ type chiftWorker[TTx any] struct {
 
 func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateArgs]) error {
 	key := job.Args.RequestID
-	e := ender{ctx: ctx, job: job.JobRow, api: "chift", key: key, hook: failedHook(ctx, job, w.failedHook)}
+	e := newEnder(ctx, job, "chift", key, w.failedHook)
 	if key == "" {
 		return e.cancel(rejectJob, "", errors.New("the job's request_id is empty: insert it with InsertChiftCreateTx, which assigns one"))
 	}
@@ -151,7 +151,7 @@ func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateA
 		outcome = "recovered"
 	}
 	out := &Output{API: "chift", Key: key, Outcome: outcome, EntityID: created.EntityID, StatusCode: created.StatusCode, Attempt: job.Attempt}
-	return complete(&e, job, out, func(tx TTx) error {
+	return complete(e, job, out, func(tx TTx) error {
 		if w.hook == nil {
 			return nil
 		}
@@ -168,7 +168,7 @@ type transferWorker[TTx any] struct {
 
 func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferCreateArgs]) error {
 	key := job.Args.ClientTransferID
-	e := ender{ctx: ctx, job: job.JobRow, api: "zerohash", key: key, hook: failedHook(ctx, job, w.failedHook)}
+	e := newEnder(ctx, job, "zerohash", key, w.failedHook)
 	req := job.Args.Transfer
 	switch {
 	case key == "":
@@ -188,7 +188,7 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 	if t.Outcome != saferetry.OutcomeRecovered {
 		out.StatusCode = 201
 	}
-	return complete(&e, job, out, func(tx TTx) error {
+	return complete(e, job, out, func(tx TTx) error {
 		if w.hook == nil {
 			return nil
 		}
@@ -234,17 +234,13 @@ func complete[TTx any, TArgs river.JobArgs](e *ender, job *river.Job[TArgs], out
 		return fmt.Errorf("saferiver: recording the output of key %s: %w", out.Key, err)
 	}
 	err := completeTx(e.ctx, job, out, hook)
-	if err == nil || job.Attempt < job.MaxAttempts {
+	if err == nil || (job.Attempt < job.MaxAttempts && !remotelyCancelled(e.ctx)) {
 		return err
-	}
-	id := out.EntityID
-	if id == "" {
-		id = fmt.Sprint(out.TransferID)
 	}
 	out.Outcome = "reconcile"
 	cause := &ReconcileError{API: out.API, Key: out.Key, Err: err,
-		Reason: fmt.Sprintf("the create exists (id %s), but the job's last attempt (%d) could not complete: write the id into the business record", id, job.Attempt)}
-	return endWith(e.ctx, e.job, out, cause, e.hook)
+		Reason: fmt.Sprintf("the create exists (id %s), but the job's attempt %d could not complete it, and was its last: write the id into the business record", idOf(out), job.Attempt)}
+	return e.end(out, cause)
 }
 
 // completeTx completes the job and runs hook in one transaction. The
@@ -273,23 +269,60 @@ type ender struct {
 	ctx      context.Context
 	job      *rivertype.JobRow
 	api, key string
-	hook     func(out *Output, cause error) error // nil: none
+	hook     func(ctx context.Context, out *Output, cause error) error // nil: none
+	// current reads the job's row as the database holds it now.
+	current func(ctx context.Context) (*rivertype.JobRow, error)
+}
+
+// hookTimeout bounds a failure hook and the checks before a cancel, which
+// run even when the job's context has ended.
+const hookTimeout = 30 * time.Second
+
+func newEnder[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs], api, key string,
+	hook func(context.Context, TTx, *river.Job[TArgs], *Output, error) error) *ender {
+	e := &ender{ctx: ctx, job: job.JobRow, api: api, key: key,
+		current: func(ctx context.Context) (*rivertype.JobRow, error) {
+			client, err := river.ClientFromContextSafely[TTx](ctx)
+			if err != nil {
+				return nil, err
+			}
+			return client.JobGet(ctx, job.ID)
+		}}
+	if hook != nil {
+		e.hook = func(ctx context.Context, out *Output, cause error) error {
+			return inTx(ctx, func(tx TTx) error { return hook(ctx, tx, job, out, cause) })
+		}
+	}
+	return e
+}
+
+// remotelyCancelled: the job was cancelled from outside while it ran
+// (River's Client.JobCancel); River cancels it whatever Work returns.
+func remotelyCancelled(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely)
 }
 
 // failed turns a create's error into the job's: a retry, or a cancel.
 func (e *ender) failed(err error) error {
 	v, reason := judge(err)
-	if v == retryLater {
-		if e.job.Attempt < e.job.MaxAttempts {
-			return err
-		}
-		if errors.Is(err, saferetry.ErrOutcomeUnknown) {
-			v, reason = reconcileJob, fmt.Sprintf("the outcome is still unknown after the job's last attempt (%d): %s", e.job.Attempt, lookUp)
-		} else {
-			v, reason = rejectJob, fmt.Sprintf("the job's last attempt (%d) failed, and none created it", e.job.Attempt)
-		}
+	if v != retryLater {
+		return e.cancel(v, reason, err)
 	}
-	return e.cancel(v, reason, err)
+	cancelled := remotelyCancelled(e.ctx)
+	if e.job.Attempt < e.job.MaxAttempts && !cancelled {
+		return err
+	}
+	when := fmt.Sprintf("the job's last attempt (%d)", e.job.Attempt)
+	if cancelled {
+		when = fmt.Sprintf("the job, cancelled from outside during attempt %d,", e.job.Attempt)
+	}
+	switch {
+	case errors.Is(err, saferetry.ErrOutcomeUnknown):
+		return e.cancel(reconcileJob, fmt.Sprintf("the outcome is still unknown: %s ended before it was learned: %s", when, lookUp), err)
+	case resumed(e.job):
+		return e.cancel(reconcileJob, fmt.Sprintf("%s failed, and an earlier attempt may have created it: %s", when, lookUp), err)
+	}
+	return e.cancel(rejectJob, fmt.Sprintf("%s failed, and none created it", when), err)
 }
 
 // invalid cancels a job whose create Create would refuse before sending
@@ -304,9 +337,16 @@ func (e *ender) invalid(err error) error {
 }
 
 // cancel records the failure as the job's output, runs the failure hook
-// and cancels the job.
+// and cancels the job. When an earlier attempt of the job recorded the
+// entity (its created hook failed, say), the entity exists, whatever this
+// attempt met: the job is to reconcile, its output keeping the id.
 func (e *ender) cancel(v verdict, reason string, err error) error {
 	out := &Output{API: e.api, Key: e.key, Attempt: e.job.Attempt, StatusCode: statusOf(err)}
+	if prev, _ := OutputOf(e.job); prev != nil && (prev.EntityID != "" || prev.TransferID != 0) {
+		out.EntityID, out.TransferID, out.StatusCode, out.TransferStatus = prev.EntityID, prev.TransferID, prev.StatusCode, prev.TransferStatus
+		v, reason = reconcileJob, fmt.Sprintf("attempt %d obtained the create (id %s), but the job could not complete it: write the id into the business record",
+			prev.Attempt, idOf(prev))
+	}
 	var cause error
 	if v == reconcileJob {
 		out.Outcome, cause = "reconcile", &ReconcileError{API: e.api, Key: e.key, Reason: reason, Err: err}
@@ -316,37 +356,44 @@ func (e *ender) cancel(v verdict, reason string, err error) error {
 		}
 		out.Outcome, cause = "rejected", &RejectedError{API: e.api, Key: e.key, Err: err}
 	}
-	return endWith(e.ctx, e.job, out, cause, e.hook)
+	return e.end(out, cause)
 }
 
-// endWith records out and cancels the job with cause, once hook (if any)
-// has committed. A failing hook fails the attempt instead, until the
-// job's last.
-func endWith(ctx context.Context, job *rivertype.JobRow, out *Output, cause error, hook func(*Output, error) error) error {
+func idOf(out *Output) string {
+	if out.EntityID != "" {
+		return out.EntityID
+	}
+	return fmt.Sprint(out.TransferID)
+}
+
+// end records out and cancels the job with cause, once the failure hook
+// (if any) has committed. A run that is no longer the job's current
+// attempt (River rescued the job and another worker has it) cancels
+// nothing: River would apply the cancel to the other run. A failing hook
+// fails the attempt instead, until the job's last.
+func (e *ender) end(out *Output, cause error) error {
 	out.Error = cause.Error()
-	_ = river.RecordOutput(ctx, out) // it fails only outside a worker; the cancel still stands
-	if hook != nil {
-		if err := hook(out, cause); err != nil {
+	_ = river.RecordOutput(e.ctx, out) // it fails only outside a worker; the cancel still stands
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), hookTimeout)
+	defer cancel()
+	row, err := e.current(ctx)
+	if err != nil {
+		return fmt.Errorf("saferiver: key %s: reading job %d before cancelling it: %w (it was to be cancelled: %v)", e.key, e.job.ID, err, cause)
+	}
+	if row.State != rivertype.JobStateRunning || row.Attempt != e.job.Attempt {
+		return fmt.Errorf("saferiver: key %s: job %d is no longer this run's (attempt %d, now %s at attempt %d): not cancelled here: %v",
+			e.key, e.job.ID, e.job.Attempt, row.State, row.Attempt, cause)
+	}
+	if e.hook != nil {
+		if err := e.hook(ctx, out, cause); err != nil {
 			err = fmt.Errorf("saferiver: key %s: the failure hook failed%s: %w", out.Key, sqliteHint(err), err)
-			if job.Attempt < job.MaxAttempts {
+			if e.job.Attempt < e.job.MaxAttempts && !remotelyCancelled(e.ctx) {
 				return err
 			}
 			return river.JobCancel(errors.Join(cause, err))
 		}
 	}
 	return river.JobCancel(cause)
-}
-
-// failedHook binds a failure hook to its job, in a transaction of its
-// own; nil when there is none.
-func failedHook[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs],
-	hook func(context.Context, TTx, *river.Job[TArgs], *Output, error) error) func(*Output, error) error {
-	if hook == nil {
-		return nil
-	}
-	return func(out *Output, cause error) error {
-		return inTx(ctx, func(tx TTx) error { return hook(ctx, tx, job, out, cause) })
-	}
 }
 
 // inTx runs f in a transaction of the River client's database and
