@@ -604,16 +604,15 @@ func (r *procRun[TTx]) waitFor(what string, within time.Duration, cond func() (b
 		if insertErr != nil {
 			r.t.Fatalf("inserting: %v", insertErr)
 		}
+		// An error (the database restarting, say) is polled through
+		// until the deadline.
 		ok, err := cond()
-		if err != nil {
-			r.t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if ok {
+		if ok && err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
 			r.dumpLogs()
-			r.t.Fatalf("%s: not after %v", what, within)
+			r.t.Fatalf("%s: not after %v (last error: %v)", what, within, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
