@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/riverqueue/river/rivertype"
 	"net/http"
+	"time"
 
 	saferetry "github.com/saferetry/saferetry-go"
 )
@@ -37,6 +38,11 @@ type Output struct {
 	TransferStatus string `json:"transfer_status,omitempty"`
 	Attempt        int    `json:"attempt"`         // the job attempt that ended it, from 1
 	Error          string `json:"error,omitempty"` // a cancelled job's error
+	// FirstSentBy is no later than the create's first send: the job's
+	// insert, or the start of its first attempt when that began more than
+	// an hour after the insert (recorded then, Outcome "sending"). A
+	// resumed attempt passes it to Create as FirstSentAt.
+	FirstSentBy time.Time `json:"first_sent_by,omitzero"`
 }
 
 // RejectedError cancels a create job: the API refused the create for good,

@@ -98,7 +98,11 @@ func testRefused[TTx any](t *testing.T, s *store[TTx]) {
 	if j.State != rivertype.JobStateCancelled || j.Attempt != 1 || out.Outcome != "rejected" || out.StatusCode != 409 || out.Key != second {
 		t.Fatalf("second invoice: job %s attempt %d output %+v", j.State, j.Attempt, out)
 	}
-	if !strings.Contains(out.Error, "rejected, nothing created") || !strings.Contains(out.Error, "ERROR_INVOICE_NUMBER_ALREADY_USED") ||
+	// The refusal reads ERROR_INVOICE_NUMBER_ALREADY_USED, or, when its
+	// answer was lost to the attempt timeout and the repost met
+	// REQUEST_ALREADY_PROCESSED, the 409 Chift recorded.
+	if !strings.Contains(out.Error, "rejected, nothing created") ||
+		!(strings.Contains(out.Error, "ERROR_INVOICE_NUMBER_ALREADY_USED") || strings.Contains(out.Error, "answered 409")) ||
 		len(j.Errors) != 1 || !strings.Contains(j.Errors[0].Error, second) {
 		t.Fatalf("second invoice: output error %q, job errors %v", out.Error, j.Errors)
 	}
@@ -479,5 +483,41 @@ func testRemoteCancel[TTx any](t *testing.T, s *store[TTx]) {
 	}
 	if f.chift.CreatedWithKey(key) != 1 {
 		t.Fatalf("%d invoices", f.chift.CreatedWithKey(key))
+	}
+}
+
+func TestALongQueuedJobResumesFromItsFirstAttempt(t *testing.T) {
+	both(t, testLongQueued[*sql.Tx], testLongQueued[pgx.Tx])
+}
+
+// A transfer job first attempted 80 hours after its insert (scheduled
+// ahead, or a backlog): its first post's answer is lost and the transfer
+// stays invisible for a while, so attempt 1 ends unknown. Attempt 2 must
+// resume from attempt 1's start, not from the insert, which would put the
+// id past zerohash's 72 h window and end the job for reconciliation.
+func testLongQueued[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	f.zerohash.SetVisibilityDelay(1500 * time.Millisecond)
+	f.zerohash.SetFaultFunc(func(_ string, attempt int) saferetrytest.Fault {
+		if attempt == 1 {
+			return saferetrytest.FaultDropAfterProcessing
+		}
+		return saferetrytest.FaultNone
+	})
+	r := newRig(t, s, f, nil, nil)
+	_, key := r.insert(t, 1, false, nil)
+	if err := s.exec(context.Background(), "UPDATE river_job SET created_at = $1 WHERE kind = $2",
+		time.Now().Add(-80*time.Hour).UTC(), saferiver.TransferCreateKind); err != nil {
+		t.Fatal(err)
+	}
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out, _ := saferiver.OutputOf(j)
+	if j.State != rivertype.JobStateCompleted || j.Attempt < 2 || out == nil || out.Outcome != "recovered" ||
+		time.Since(out.FirstSentBy) > time.Minute {
+		t.Fatalf("job %s attempt %d output %+v errors %v", j.State, j.Attempt, out, j.Errors)
+	}
+	if f.zerohash.CreatedWithClientTransferID(key) != 1 {
+		t.Fatalf("%d transfers", f.zerohash.CreatedWithClientTransferID(key))
 	}
 }

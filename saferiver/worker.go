@@ -75,10 +75,12 @@ type Config[TTx any] struct {
 //
 // The failure hooks run before each cancel. An attempt after the first
 // (River's Attempt above 1, or an error recorded) resumes: the create's
-// FirstSentAt is when the job was inserted, which is before its first
-// send, on this process's clock whatever the database's clock says (the
-// job's age is read from River's created_at and attempted_at, both
-// stamped by the database). Transfers.Create then looks the id up before it posts again,
+// FirstSentAt is Output.FirstSentBy, no later than the first send: when
+// the job was inserted, on this process's clock whatever the database's
+// clock says (the job's age is read from River's created_at and
+// attempted_at, both stamped by the database), or, for a job first
+// attempted more than an hour after its insert (scheduled ahead, or a
+// backlog), when that attempt started, which it records before sending. Transfers.Create then looks the id up before it posts again,
 // and both creates refuse to post once the key may have expired.
 func AddWorkers[TTx any](workers *river.Workers, cfg Config[TTx]) error {
 	if workers == nil {
@@ -138,7 +140,11 @@ func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateA
 	if key == "" {
 		return e.cancel(rejectJob, "", errors.New("the job's request_id is empty: insert it with InsertChiftCreateTx, which assigns one"))
 	}
-	in := job.Args.create(firstSentAt(job.JobRow, time.Now()))
+	first, err := e.firstSend(time.Now())
+	if err != nil {
+		return err
+	}
+	in := job.Args.create(first)
 	if _, err := in.Prepare(); err != nil {
 		return e.invalid(err)
 	}
@@ -150,7 +156,8 @@ func (w *chiftWorker[TTx]) Work(ctx context.Context, job *river.Job[ChiftCreateA
 	if created.Recovered {
 		outcome = "recovered"
 	}
-	out := &Output{API: "chift", Key: key, Outcome: outcome, EntityID: created.EntityID, StatusCode: created.StatusCode, Attempt: job.Attempt}
+	out := &Output{API: "chift", Key: key, Outcome: outcome, EntityID: created.EntityID, StatusCode: created.StatusCode, Attempt: job.Attempt,
+		FirstSentBy: e.bound}
 	return complete(e, job, out, func(tx TTx) error {
 		if w.hook == nil {
 			return nil
@@ -176,7 +183,11 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 	case req.ClientTransferID != "" && req.ClientTransferID != key:
 		return e.cancel(rejectJob, "", fmt.Errorf("the job's transfer names client_transfer_id %s, the job %s", req.ClientTransferID, key))
 	}
-	req.ClientTransferID, req.FirstSentAt = key, firstSentAt(job.JobRow, time.Now())
+	first, err := e.firstSend(time.Now())
+	if err != nil {
+		return err
+	}
+	req.ClientTransferID, req.FirstSentAt = key, first
 	if _, err := req.Prepare(); err != nil {
 		return e.invalid(err)
 	}
@@ -184,7 +195,8 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 	if err != nil {
 		return e.failed(err)
 	}
-	out := &Output{API: "zerohash", Key: key, Outcome: t.Outcome.String(), TransferID: t.ID, TransferStatus: t.Status, Attempt: job.Attempt}
+	out := &Output{API: "zerohash", Key: key, Outcome: t.Outcome.String(), TransferID: t.ID, TransferStatus: t.Status, Attempt: job.Attempt,
+		FirstSentBy: e.bound}
 	if t.Outcome != saferetry.OutcomeRecovered {
 		out.StatusCode = 201
 	}
@@ -201,18 +213,13 @@ func (w *transferWorker[TTx]) Work(ctx context.Context, job *river.Job[TransferC
 // runs, so a rescued job comes back with Attempt 2 or more.
 func resumed(job *rivertype.JobRow) bool { return job.Attempt > 1 || len(job.Errors) > 0 }
 
-// firstSentAt is the FirstSentAt of the job's create: zero on the first
-// attempt; afterwards a time no later than the job's insert, on this
-// process's clock. The job's age is read on the database's clock alone
-// (River stamps created_at at insert and attempted_at when it hands the
-// job over, both with the database's now), and taken from this clock's
-// now, less a second for the time between the hand-over and this call:
-// a database clock that runs ahead or behind this one moves both stamps
-// alike.
-func firstSentAt(job *rivertype.JobRow, now time.Time) time.Time {
-	if !resumed(job) {
-		return time.Time{}
-	}
+// insertedAt is when the job was inserted, on this process's clock: the
+// job's age is read on the database's clock alone (River stamps
+// created_at at insert and attempted_at when it hands the job over, both
+// with the database's now), and taken from this clock's now, less a
+// second for the time between the hand-over and this call. A database
+// clock that runs ahead or behind this one moves both stamps alike.
+func insertedAt(job *rivertype.JobRow, now time.Time) time.Time {
 	var age time.Duration
 	if job.AttemptedAt != nil {
 		age = max(job.AttemptedAt.Sub(job.CreatedAt), 0)
@@ -220,6 +227,37 @@ func firstSentAt(job *rivertype.JobRow, now time.Time) time.Time {
 		age = now.Sub(job.CreatedAt)
 	}
 	return now.Add(-age - time.Second)
+}
+
+// longWait is how long after its insert a job's first attempt may start
+// before the attempt records its own start: past it, the insert time
+// would be too loose a bound of the first send (a create scheduled days
+// ahead would look older than zerohash's 72 h window on its second
+// attempt).
+const longWait = time.Hour
+
+// firstSend sets e.bound, a time no later than the create's first send,
+// and returns the create's FirstSentAt: zero on the job's first attempt,
+// e.bound afterwards. The bound is the one an earlier attempt recorded in
+// the job's output, else the job's insert time. A first attempt that
+// starts more than longWait after the insert records its own start first,
+// with River's JobUpdate, and sends nothing if it cannot.
+func (e *ender) firstSend(now time.Time) (time.Time, error) {
+	e.bound = insertedAt(e.job, now)
+	if prev, _ := OutputOf(e.job); prev != nil && !prev.FirstSentBy.IsZero() {
+		e.bound = prev.FirstSentBy
+	}
+	if resumed(e.job) {
+		return e.bound, nil
+	}
+	if now.Sub(e.bound) > longWait {
+		e.bound = now.Add(-time.Second)
+		out := &Output{API: e.api, Key: e.key, Outcome: "sending", Attempt: e.job.Attempt, FirstSentBy: e.bound}
+		if err := e.stamp(e.ctx, out); err != nil {
+			return time.Time{}, fmt.Errorf("saferiver: key %s: recording the first attempt's start before sending: %w", e.key, err)
+		}
+	}
+	return time.Time{}, nil
 }
 
 // complete records out, then completes the job and runs hook in one
@@ -272,6 +310,10 @@ type ender struct {
 	hook     func(ctx context.Context, out *Output, cause error) error // nil: none
 	// current reads the job's row as the database holds it now.
 	current func(ctx context.Context) (*rivertype.JobRow, error)
+	// stamp records out as the job's output at once (River's JobUpdate).
+	stamp func(ctx context.Context, out *Output) error
+	// bound is no later than the create's first send; set by firstSend.
+	bound time.Time
 }
 
 // hookTimeout bounds a failure hook and the checks before a cancel, which
@@ -287,6 +329,14 @@ func newEnder[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[
 				return nil, err
 			}
 			return client.JobGet(ctx, job.ID)
+		},
+		stamp: func(ctx context.Context, out *Output) error {
+			client, err := river.ClientFromContextSafely[TTx](ctx)
+			if err != nil {
+				return err
+			}
+			_, err = client.JobUpdate(ctx, job.ID, &river.JobUpdateParams{Output: out})
+			return err
 		}}
 	if hook != nil {
 		e.hook = func(ctx context.Context, out *Output, cause error) error {
@@ -341,7 +391,7 @@ func (e *ender) invalid(err error) error {
 // entity (its created hook failed, say), the entity exists, whatever this
 // attempt met: the job is to reconcile, its output keeping the id.
 func (e *ender) cancel(v verdict, reason string, err error) error {
-	out := &Output{API: e.api, Key: e.key, Attempt: e.job.Attempt, StatusCode: statusOf(err)}
+	out := &Output{API: e.api, Key: e.key, Attempt: e.job.Attempt, StatusCode: statusOf(err), FirstSentBy: e.bound}
 	if prev, _ := OutputOf(e.job); prev != nil && (prev.EntityID != "" || prev.TransferID != 0) {
 		out.EntityID, out.TransferID, out.StatusCode, out.TransferStatus = prev.EntityID, prev.TransferID, prev.StatusCode, prev.TransferStatus
 		v, reason = reconcileJob, fmt.Sprintf("attempt %d obtained the create (id %s), but the job could not complete it: write the id into the business record",
