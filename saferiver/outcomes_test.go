@@ -3,6 +3,7 @@ package saferiver_test
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	saferetry "github.com/saferetry/saferetry-go"
 	"io"
@@ -519,5 +520,32 @@ func testLongQueued[TTx any](t *testing.T, s *store[TTx]) {
 	}
 	if f.zerohash.CreatedWithClientTransferID(key) != 1 {
 		t.Fatalf("%d transfers", f.zerohash.CreatedWithClientTransferID(key))
+	}
+}
+
+func TestAStartRecordedByAClockAheadIsNotInTheFuture(t *testing.T) {
+	both(t, testStampAhead[*sql.Tx], testStampAhead[pgx.Tx])
+}
+
+// An earlier attempt, on a host whose clock runs 10 minutes ahead,
+// recorded the first send's bound; this host resumes the transfer: the
+// bound is taken as now at the latest, never refused as in the future.
+func testStampAhead[TTx any](t *testing.T, s *store[TTx]) {
+	f := newFakes(t)
+	r := newRig(t, s, f, nil, nil)
+	_, key := r.insert(t, 1, false, nil)
+	ahead, err := json.Marshal(map[string]any{"output": saferiver.Output{API: "zerohash", Key: key, Outcome: "sending", Attempt: 1,
+		FirstSentBy: time.Now().Add(10 * time.Minute)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.exec(context.Background(), "UPDATE river_job SET attempt = 1, metadata = $1 WHERE kind = $2", string(ahead), saferiver.TransferCreateKind); err != nil {
+		t.Fatal(err)
+	}
+	r.s.start(t, r.client)
+	j := finalJob(t, r, key)
+	out, _ := saferiver.OutputOf(j)
+	if j.State != rivertype.JobStateCompleted || out == nil || time.Until(out.FirstSentBy) > 0 || f.zerohash.CreatedWithClientTransferID(key) != 1 {
+		t.Fatalf("job %s output %+v errors %v", j.State, out, j.Errors)
 	}
 }

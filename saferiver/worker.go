@@ -245,7 +245,12 @@ const longWait = time.Hour
 func (e *ender) firstSend(now time.Time) (time.Time, error) {
 	e.bound = insertedAt(e.job, now)
 	if prev, _ := OutputOf(e.job); prev != nil && !prev.FirstSentBy.IsZero() {
+		// Recorded by another process, whose clock may run ahead of
+		// this one: never later than now, which Create would refuse.
 		e.bound = prev.FirstSentBy
+		if latest := now.Add(-time.Second); e.bound.After(latest) {
+			e.bound = latest
+		}
 	}
 	if resumed(e.job) {
 		return e.bound, nil
