@@ -53,9 +53,10 @@ func newRetryBudget(ratio, perSec float64, now func() time.Time) *retryBudget {
 
 // WithRetryBudget sets the Transport's retry budget: retries may add ratio
 // times the requests (0.2: at most 20 % more), plus perSecond retries each
-// second. Defaults: 0.2 and 10. When the budget is spent a request gets no
-// further retry: its last response is returned, or an error matching
-// ErrRetryBudgetExhausted.
+// second. ratio is within [0, 10], perSecond within [0, 1e6]; outside, the
+// option is refused with an error. Defaults: 0.2 and 10. When the budget
+// is spent a request gets no further retry: its last response is
+// returned, or an error matching ErrRetryBudgetExhausted.
 func WithRetryBudget(ratio, perSecond float64) Option {
 	return func(c *config) error {
 		if !(ratio >= 0 && ratio <= maxBudgetRatio) || !(perSecond >= 0 && perSecond <= maxBudgetRetriesPerSec) {

@@ -355,9 +355,11 @@ func WithMaxRetryAfter(d time.Duration) Option {
 	}
 }
 
-// WithMaxBufferedBody sets how much of a request body without GetBody the
-// transport buffers to be able to resend it (default 4 MiB). A larger body
-// is sent once and never retried.
+// WithMaxBufferedBody sets how many bytes of a request body without
+// GetBody the transport buffers to be able to resend it: n in bytes, from 0
+// (never buffer) to MaxBufferedBodyLimit (1 GiB); default 4 MiB. A larger
+// body is sent once and never retried. Outside the range the option is
+// refused with an error.
 func WithMaxBufferedBody(n int64) Option {
 	return func(c *config) error {
 		if n < 0 || n > MaxBufferedBodyLimit {

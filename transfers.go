@@ -193,8 +193,12 @@ type TransferRequest struct {
 	ToAccountGroup      string `json:"to_account_group"`
 	ToAccountLabel      string `json:"to_account_label,omitempty"`
 	Asset               string `json:"asset"`
-	Amount              string `json:"amount"` // a decimal string, e.g. "20.1"
-	Prefunded           *bool  `json:"prefunded,omitempty"`
+	// Amount is in the asset's own units (major units: "20.1" USD is
+	// twenty dollars and ten cents, not cents), as a decimal string with
+	// at most one point and no sign or exponent, as zerohash's POST
+	// /transfers takes it; Create refuses anything else, and zero.
+	Amount    string `json:"amount"`
+	Prefunded *bool  `json:"prefunded,omitempty"`
 
 	// FirstSentAt is, when this request resumes a create begun earlier (by
 	// a process that crashed, say) with the same ClientTransferID, when
