@@ -196,7 +196,8 @@ type TransferRequest struct {
 	// Amount is in the asset's own units (major units: "20.1" USD is
 	// twenty dollars and ten cents, not cents), as a decimal string with
 	// at most one point and no sign or exponent, as zerohash's POST
-	// /transfers takes it; Create refuses anything else, and zero.
+	// /transfers takes it (its documents show "20.1", and "1.00" for a
+	// USD transfer); Create refuses anything else, and zero.
 	Amount    string `json:"amount"`
 	Prefunded *bool  `json:"prefunded,omitempty"`
 
