@@ -17,6 +17,8 @@ import (
 const maxResponseBody = 16 << 20
 
 // Client is a JSON API client over an http.Client wrapped by a Transport.
+// Make one with NewClient: the zero Client has no services and no
+// transport, and its methods panic.
 type Client struct {
 	// Transfers is zerohash's transfers API, with exactly-once Create.
 	Transfers *TransfersService

@@ -20,6 +20,8 @@ import (
 // stamps one idempotency key per logical request, retries what is safe to
 // retry with the same key and a byte-identical body, and turns the
 // idempotency 409s into typed errors. It is safe for concurrent use.
+// Make one with NewTransport or Wrap: a zero Transport sends nothing and
+// answers every request with an error saying so.
 type Transport struct {
 	base   http.RoundTripper
 	cfg    config
@@ -41,6 +43,8 @@ func (t *Transport) hooksFire(origin string) bool {
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
+
+var errZeroTransport = errors.New("saferetry: this Transport was not made by NewTransport or Wrap, and sends nothing")
 
 // NewTransport returns a Transport over base (nil: http.DefaultTransport,
 // which is used, never modified).
@@ -110,6 +114,10 @@ func wrap(c *http.Client, cfg config) (*http.Client, *Transport, error) {
 // retries (Chift's error_code): those answers are the idempotency protocol
 // talking to the transport about its own retries.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.base == nil {
+		closeBody(req)
+		return nil, errZeroTransport
+	}
 	//lint:ignore SA1019 read, never set: it is how http.Client's Timeout shows
 	if req.Cancel != nil {
 		// What http.Client sets when its Timeout runs over a transport it
