@@ -1,6 +1,6 @@
 module github.com/saferetry/saferetry-go/interop
 
-go 1.26.8
+go 1.25.0
 
 require (
 	github.com/gofiber/fiber/v3 v3.1.0
