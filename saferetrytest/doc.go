@@ -1,4 +1,5 @@
-// Package saferetrytest runs an in-process fake of Chift's invoice API, so
+// Package saferetrytest runs in-process fakes of two APIs, Chift's invoice
+// API (ChiftServer) and zerohash's transfers API (ZeroHashServer), so
 // that tests and examples can show a retrying client meeting the failures
 // that make retries dangerous: a connection lost before or after the server
 // acted, a body cut off halfway, a proxy's HTML error page, a rate limit, a
