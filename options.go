@@ -370,8 +370,16 @@ func WithMaxBufferedBody(n int64) Option {
 	}
 }
 
-// WithLogger logs one line per attempt (key, method, URL without query
-// secrets, status, wait). Headers and bodies are never logged. nil is
+// WithLogger logs one record per attempt, the message "saferetry
+// attempt": at slog.LevelDebug when the attempt got an answer below 400,
+// at slog.LevelWarn when it failed or got 400 or more (whether it is
+// retried or not: see "retry"). Attributes: method, url (query values
+// REDACTED), key (the value of the key header: the idempotency key, or
+// zerohash's X-REQUEST-ID), attempt (from 1), status (0 when no answer),
+// sent (the request may have reached the server), retry (another attempt
+// follows), wait (before it), and when present code (Chift's error_code),
+// error, replayed. The level rule and these names are part of the API;
+// the error text is not. Headers and bodies are never logged. nil is
 // silent, the default.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
