@@ -93,7 +93,7 @@ func Check(dir string, b Block) []error {
 		if have[spec] {
 			continue
 		}
-		if regexp.MustCompile(`\b` + name + `\.`).MatchString(code) || strings.Contains(b.Given, name+".") {
+		if regexp.MustCompile(`\b`+name+`\.`).MatchString(code) || strings.Contains(b.Given, name+".") {
 			imports = append(imports, spec)
 		}
 	}
