@@ -105,21 +105,13 @@ func AddWorkers[TTx any](workers *river.Workers, cfg Config[TTx]) error {
 		return errors.New("saferiver: AddWorkers: OnChiftFailed is set but Config.Chift is nil")
 	}
 	if cfg.Chift != nil {
-		w := &chiftWorker[TTx]{client: cfg.Chift, hook: cfg.OnChiftCreated}
-		if cfg.OnChiftFailed != nil {
-			w.failedHook = func(ctx context.Context, tx TTx, job *river.Job[ChiftCreateArgs], out *Output, err error) error {
-				return cfg.OnChiftFailed(ctx, tx, job, out, err)
-			}
-		}
+		w := &chiftWorker[TTx]{client: cfg.Chift, hook: cfg.OnChiftCreated, failedHook: cfg.OnChiftFailed}
 		if err := river.AddWorkerSafely(workers, w); err != nil {
 			return fmt.Errorf("saferiver: AddWorkers: %w", err)
 		}
 	}
 	if cfg.ZeroHash != nil {
-		w := &transferWorker[TTx]{client: cfg.ZeroHash, hook: cfg.OnTransferCreated}
-		if cfg.OnTransferFailed != nil {
-			w.failedHook = cfg.OnTransferFailed
-		}
+		w := &transferWorker[TTx]{client: cfg.ZeroHash, hook: cfg.OnTransferCreated, failedHook: cfg.OnTransferFailed}
 		if err := river.AddWorkerSafely(workers, w); err != nil {
 			return fmt.Errorf("saferiver: AddWorkers: %w", err)
 		}
@@ -244,10 +236,10 @@ const longWait = time.Hour
 // with River's JobUpdate, and sends nothing if it cannot.
 func (e *ender) firstSend(now time.Time) (time.Time, error) {
 	e.bound = insertedAt(e.job, now)
-	if prev, _ := OutputOf(e.job); prev != nil && !prev.FirstSentBy.IsZero() {
+	if e.prev != nil && !e.prev.FirstSentBy.IsZero() {
 		// Recorded by another process, whose clock may run ahead of
 		// this one: never later than now, which Create would refuse.
-		e.bound = prev.FirstSentBy
+		e.bound = e.prev.FirstSentBy
 		if latest := now.Add(-time.Second); e.bound.After(latest) {
 			e.bound = latest
 		}
@@ -319,6 +311,8 @@ type ender struct {
 	stamp func(ctx context.Context, out *Output) error
 	// bound is no later than the create's first send; set by firstSend.
 	bound time.Time
+	// prev is the output an earlier attempt recorded, nil when none.
+	prev *Output
 }
 
 // hookTimeout bounds a failure hook and the checks before a cancel, which
@@ -327,7 +321,8 @@ const hookTimeout = 30 * time.Second
 
 func newEnder[TTx any, TArgs river.JobArgs](ctx context.Context, job *river.Job[TArgs], api, key string,
 	hook func(context.Context, TTx, *river.Job[TArgs], *Output, error) error) *ender {
-	e := &ender{ctx: ctx, job: job.JobRow, api: api, key: key,
+	prev, _ := OutputOf(job.JobRow) // an output that does not decode is taken as none
+	e := &ender{ctx: ctx, job: job.JobRow, api: api, key: key, prev: prev,
 		current: func(ctx context.Context) (*rivertype.JobRow, error) {
 			client, err := river.ClientFromContextSafely[TTx](ctx)
 			if err != nil {
@@ -397,7 +392,7 @@ func (e *ender) invalid(err error) error {
 // attempt met: the job is to reconcile, its output keeping the id.
 func (e *ender) cancel(v verdict, reason string, err error) error {
 	out := &Output{API: e.api, Key: e.key, Attempt: e.job.Attempt, StatusCode: statusOf(err), FirstSentBy: e.bound}
-	if prev, _ := OutputOf(e.job); prev != nil && (prev.EntityID != "" || prev.TransferID != 0) {
+	if prev := e.prev; prev != nil && (prev.EntityID != "" || prev.TransferID != 0) {
 		out.EntityID, out.TransferID, out.StatusCode, out.TransferStatus = prev.EntityID, prev.TransferID, prev.StatusCode, prev.TransferStatus
 		v, reason = reconcileJob, fmt.Sprintf("attempt %d obtained the create (id %s), but the job could not complete it: write the id into the business record",
 			prev.Attempt, idOf(prev))
