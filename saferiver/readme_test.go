@@ -1,8 +1,6 @@
 package saferiver_test
 
 import (
-	"os"
-	"strings"
 	"testing"
 
 	"github.com/saferetry/saferetry-go/internal/readmecheck"
@@ -14,23 +12,9 @@ func TestREADMEDurableBlockCompiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("type-checks the standard library from source")
 	}
-	md, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	checked := 0
-	for _, b := range readmecheck.Blocks(string(md)) {
-		if !strings.Contains(b.Code, "saferetry-go/saferiver") {
-			continue
-		}
-		for _, err := range readmecheck.Check(dir, b) {
-			t.Error(err)
-		}
-		checked++
+	checked, errs := readmecheck.CheckFile("../README.md", ".", readmecheck.UsesSaferiver)
+	for _, err := range errs {
+		t.Error(err)
 	}
 	if checked != 1 {
 		t.Fatalf("%d saferiver blocks checked, want 1", checked)

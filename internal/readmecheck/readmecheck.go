@@ -18,6 +18,7 @@ import (
 	"go/parser"
 	"go/token"
 	"go/types"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -125,3 +126,26 @@ func Check(dir string, b Block) []error {
 	_, _ = conf.Check("readme", fset, []*ast.File{f}, nil)
 	return errs
 }
+
+// CheckFile type-checks the Go blocks of the Markdown file at path that
+// keep selects, as if in the directory dir (see Check). It returns how
+// many blocks it checked and their errors; a file it cannot read is an
+// error with none checked.
+func CheckFile(path, dir string, keep func(Block) bool) (checked int, errs []error) {
+	md, err := os.ReadFile(path)
+	if err != nil {
+		return 0, []error{err}
+	}
+	for _, b := range Blocks(string(md)) {
+		if !keep(b) {
+			continue
+		}
+		errs = append(errs, Check(dir, b)...)
+		checked++
+	}
+	return checked, errs
+}
+
+// UsesSaferiver: the block imports the saferiver module, whose
+// requirements only that module's directory resolves.
+func UsesSaferiver(b Block) bool { return strings.Contains(b.Code, "saferetry-go/saferiver") }
