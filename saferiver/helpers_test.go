@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -68,6 +69,18 @@ func newFakes(t testing.TB) *fakes {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// chiftThrough replaces f's Chift client by one that sends through base,
+// with opts.
+func (f *fakes) chiftThrough(t testing.TB, base http.RoundTripper, opts ...saferetry.Option) {
+	t.Helper()
+	c, err := saferetry.NewClient(f.chift.URL, append([]saferetry.Option{saferetry.WithChift(),
+		saferetry.WithHTTPClient(&http.Client{Transport: base})}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.chiftC = c
 }
 
 func invoice(n int) saferetry.ChiftCreate {

@@ -211,12 +211,7 @@ func testStaleRun[TTx any](t *testing.T, s *store[TTx]) {
 		}
 		return http.DefaultTransport.RoundTrip(req)
 	})
-	var err error
-	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
-		saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.chiftThrough(t, base, saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
 	r := newRig(t, s, f, nil, nil)
 	key, _ := r.insert(t, 1, false, nil)
 	r.s.start(t, r.client)
@@ -362,12 +357,7 @@ func testStaleCancel[TTx any](t *testing.T, s *store[TTx]) {
 		}
 		return http.DefaultTransport.RoundTrip(req)
 	})
-	var err error
-	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
-		saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.chiftThrough(t, base, saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(5*time.Millisecond, 50*time.Millisecond))
 	r := newRig(t, s, f, nil, nil)
 	key, _ := r.insert(t, 1, false, nil)
 	r.s.start(t, r.client)
@@ -400,12 +390,7 @@ func testEarlierEntity[TTx any](t *testing.T, s *store[TTx]) {
 		}
 		return http.DefaultTransport.RoundTrip(req)
 	})
-	var err error
-	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
-		saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(time.Millisecond, 5*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.chiftThrough(t, base, saferetry.WithAttemptTimeout(time.Second), saferetry.WithBackoff(time.Millisecond, 5*time.Millisecond))
 	r := newRig(t, s, f, nil, func(string, int64) error {
 		down.Store(true)
 		return errors.New("row locked")
@@ -457,12 +442,7 @@ func testRemoteCancel[TTx any](t *testing.T, s *store[TTx]) {
 		<-req.Context().Done() // the answer is lost while the job is cancelled
 		return nil, req.Context().Err()
 	})
-	var err error
-	f.chiftC, err = saferetry.NewClient(f.chift.URL, saferetry.WithChift(), saferetry.WithHTTPClient(&http.Client{Transport: base}),
-		saferetry.WithAttemptTimeout(time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
+	f.chiftThrough(t, base, saferetry.WithAttemptTimeout(time.Minute))
 	r := newRig(t, s, f, nil, nil)
 	key, _ := r.insert(t, 1, false, nil)
 	r.s.start(t, r.client)
