@@ -248,22 +248,12 @@ func (b *bench) directRun() (float64, error) {
 		return 0, err
 	}
 	start := time.Now()
-	var next atomic.Int64
-	errs := make(chan error, b.concurrency)
-	var wg sync.WaitGroup
-	for range b.concurrency {
-		wg.Go(func() {
-			for i := int(next.Add(1)); i <= b.creates; i = int(next.Add(1)) {
-				if _, err := client.Transfers.Create(context.Background(), transferRequest(i)); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	errs, wait := spread(b.creates, b.concurrency, func(i int) error {
+		_, err := client.Transfers.Create(context.Background(), transferRequest(i))
+		return err
+	})
+	wait()
 	elapsed := time.Since(start)
-	close(errs)
 	if err := <-errs; err != nil {
 		return 0, err
 	}
@@ -291,6 +281,26 @@ func (b *bench) durableRun(db string) (float64, error) {
 
 func (b *bench) zerohashClient() (*saferetry.Client, error) {
 	return saferetry.NewClient(b.zerohash.URL, saferetry.WithZeroHashAuth(b.zerohash.APIKey, b.zerohash.Secret, b.zerohash.Passphrase))
+}
+
+// spread calls f(1) to f(n) from c goroutines. Each goroutine stops at
+// its first error and sends it on errs, which wait closes once all have
+// returned: after wait, a receive gives the first error, or nil.
+func spread(n, c int, f func(i int) error) (errs <-chan error, wait func()) {
+	ch := make(chan error, c)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range c {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
+				if err := f(i); err != nil {
+					ch <- err
+					return
+				}
+			}
+		})
+	}
+	return ch, func() { wg.Wait(); close(ch) }
 }
 
 func transferRequest(i int) saferetry.TransferRequest {
@@ -512,19 +522,7 @@ func (s *dbStore[TTx]) durable(ctx context.Context, b *bench, zh *saferetry.Clie
 	}
 	defer func() { _ = client.Stop(context.Background()) }()
 	start := time.Now()
-	var next atomic.Int64
-	errs := make(chan error, b.concurrency)
-	var wg sync.WaitGroup
-	for range b.concurrency {
-		wg.Go(func() {
-			for i := int(next.Add(1)); i <= b.creates; i = int(next.Add(1)) {
-				if err := s.insertTransfer(ctx, client, i); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
+	errs, wait := spread(b.creates, b.concurrency, func(i int) error { return s.insertTransfer(ctx, client, i) })
 	completed := 0
 	timeout := time.After(5 * time.Minute)
 	for completed < b.creates {
@@ -541,7 +539,7 @@ func (s *dbStore[TTx]) durable(ctx context.Context, b *bench, zh *saferetry.Clie
 		}
 	}
 	elapsed := time.Since(start)
-	wg.Wait()
+	wait()
 	if b.zerohash.Created() != b.creates {
 		return 0, fmt.Errorf("%d transfers for %d creates", b.zerohash.Created(), b.creates)
 	}
