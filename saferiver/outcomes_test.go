@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,8 +51,11 @@ func TestHookFailureRollsBackAndRunsAgain(t *testing.T) {
 // same key, and the third run commits.
 func testHookFailure[TTx any](t *testing.T, s *store[TTx]) {
 	f := newFakes(t)
+	var mu sync.Mutex // the two jobs run at once
 	failures := map[string]int{}
 	r := newRig(t, s, f, nil, func(key string, _ int64) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if failures[key] < 2 {
 			failures[key]++
 			return errors.New("business table unavailable")
