@@ -311,17 +311,28 @@ func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreate
 	if err != nil {
 		return nil, err
 	}
-	return c.run(ctx)
+	start := CreateStart{API: "chift", Key: c.in.RequestID, Resumed: !c.in.FirstSentAt.IsZero()}
+	return createHooks(ctx, &s.client.transport.cfg.hooks, start, c.run, func(created *ChiftCreated, _ error) CreateDone {
+		d := CreateDone{Posts: c.posts, Lookups: c.lookups}
+		if created != nil {
+			d.Outcome = OutcomeCreated.String()
+			if created.Recovered {
+				d.Outcome = OutcomeRecovered.String()
+			}
+		}
+		return d
+	})
 }
 
 // chiftCreate is one Create in progress: what it sends, and what it has
 // learned that outlives one post.
 type chiftCreate struct {
-	s     *ChiftService
-	in    ChiftCreate
-	body  json.RawMessage
-	url   *url.URL // where the POST goes
-	posts int
+	s       *ChiftService
+	in      ChiftCreate
+	body    json.RawMessage
+	url     *url.URL // where the POST goes
+	posts   int
+	lookups int // lookups in Chift's log sent, polls included
 	// mayExist: a post may have been processed, and no answer since has
 	// told what became of it. It makes giving up ErrOutcomeUnknown rather
 	// than a definite failure.
@@ -387,7 +398,7 @@ func (c *chiftCreate) run(ctx context.Context) (*ChiftCreated, error) {
 // answer.
 func (c *chiftCreate) post(ctx context.Context) (*ChiftCreated, chiftNext, error) {
 	c.posts++
-	req, err := c.s.client.NewRequest(ctx, http.MethodPost, c.in.Path, c.body)
+	req, err := c.s.client.NewRequest(withStep(ctx, StepPost), http.MethodPost, c.in.Path, c.body)
 	if err != nil {
 		return nil, chiftGiveUp, err
 	}
@@ -540,7 +551,8 @@ func (c *chiftCreate) readLog(ctx context.Context, processed bool, cause error) 
 			return nil, false, c.unknown("the retry budget refused a lookup in Chift's log",
 				&chiftBudgetError{requestID: c.in.RequestID, what: "lookup in Chift's monitoring log", last: last})
 		}
-		t, resp, err := c.s.lookup(ctx, c.in.ConsumerID, c.in.ConnectionID, c.in.RequestID)
+		t, resp, err := c.s.lookup(withStep(ctx, lookupStep(c.lookups)), c.in.ConsumerID, c.in.ConnectionID, c.in.RequestID)
+		c.lookups++
 		switch {
 		case err == nil:
 			if created, done, err := c.fromLog(t); done {

@@ -68,6 +68,7 @@ type config struct {
 	maxBufferedBody int64
 	logger          *slog.Logger
 	observer        func(Attempt)
+	hooks           Hooks
 	newKey          func() (string, error)
 	httpClient      *http.Client
 	signer          *zeroHashSigner

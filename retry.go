@@ -42,6 +42,10 @@ type Attempt struct {
 	Replayed bool
 	Retry    bool          // another attempt follows
 	Wait     time.Duration // the wait before it
+	// Reason says why another attempt was due, set when Retry or
+	// BudgetExhausted is: one of the Reason constants, or "status_NNN"
+	// for a 408, 502, 503 or 504.
+	Reason string
 	// BudgetExhausted: a retry was due but the Transport's retry budget was
 	// spent, so none follows.
 	BudgetExhausted bool
@@ -82,6 +86,9 @@ type call struct {
 	reauthed                     bool   // a 401 already led to a new token
 	budgetOut                    bool   // a retry was refused by the retry budget
 	wait                         time.Duration
+	// attemptCtx is the context Hooks.AttemptStart returned for the
+	// latest attempt, c.ctx without that hook.
+	attemptCtx context.Context
 
 	bo    backoff.ExponentialBackOff
 	watch wireWatch
@@ -89,7 +96,7 @@ type call struct {
 }
 
 func newCall(t *Transport, req *http.Request, k keyed, body bodySource) *call {
-	c := &call{t: t, req: req, ctx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries,
+	c := &call{t: t, req: req, ctx: req.Context(), attemptCtx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries,
 		hooksKey: originOf(req.URL)}
 	c.watch.hook(&c.trace)
 	return c
@@ -142,6 +149,9 @@ func useLastResponse(*http.Request, []*http.Request) error { return http.ErrUseL
 func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
 	defer c.closeUnsentBody()
 	resp, err := c.loop()
+	if h := c.t.cfg.hooks.RequestDone; h != nil {
+		c.requestDone(h, resp, err)
+	}
 	if err != nil || resp == nil {
 		stop()
 		c.held.closeUnread()
@@ -161,6 +171,9 @@ func (c *call) loop() (*http.Response, error) {
 		if err != nil {
 			return nil, c.requestError(err)
 		}
+		if c.t.cfg.hooks.AttemptStart != nil {
+			req = c.startAttempt(req)
+		}
 		resp, err := c.send(req)
 		retry, final := c.checkRetry(resp, err)
 		if !retry {
@@ -173,6 +186,29 @@ func (c *call) loop() (*http.Response, error) {
 			return nil, c.requestError(context.Cause(c.ctx))
 		}
 	}
+}
+
+// startAttempt runs Hooks.AttemptStart for the attempt req is about to
+// carry, on a copy of req with its own header.
+func (c *call) startAttempt(req *http.Request) *http.Request {
+	header := req.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	ctx := c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Number: c.attempt + 1, Header: header})
+	c.attemptCtx = ctx
+	out := req.WithContext(ctx)
+	out.Header = header
+	return out
+}
+
+// requestDone runs Hooks.RequestDone for the outcome the caller gets.
+func (c *call) requestDone(h func(context.Context, RequestDone), resp *http.Response, err error) {
+	d := RequestDone{Attempts: c.attempt, Err: err, BudgetExhausted: c.budgetOut, OutcomeUnknown: errors.Is(err, ErrOutcomeUnknown)}
+	if resp != nil {
+		d.StatusCode = resp.StatusCode
+	}
+	h(c.ctx, d)
 }
 
 // closeUnsentBody closes a one-shot body that never reached the base
@@ -569,7 +605,7 @@ func fitsBefore(ctx context.Context, d time.Duration) bool {
 
 func (c *call) report(resp *http.Response, err error, retry bool) {
 	cfg := &c.t.cfg
-	if cfg.logger == nil && cfg.observer == nil {
+	if cfg.logger == nil && cfg.observer == nil && cfg.hooks.AttemptDone == nil {
 		return
 	}
 	a := Attempt{
@@ -582,6 +618,12 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	}
 	if retry {
 		a.Wait = c.wait
+	}
+	if retry || c.budgetOut {
+		a.Reason = retryReason(resp, err, c.code)
+	}
+	if cfg.hooks.AttemptDone != nil {
+		cfg.hooks.AttemptDone(c.attemptCtx, a)
 	}
 	if cfg.observer != nil {
 		cfg.observer(a)

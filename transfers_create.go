@@ -77,7 +77,14 @@ func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Tr
 	if !req.FirstSentAt.IsZero() {
 		r.firstSent, r.maybeProcessed = req.FirstSentAt.Add(offset), true
 	}
-	return r.run(ctx)
+	start := CreateStart{API: "zerohash", Key: req.ClientTransferID, Resumed: r.maybeProcessed}
+	return createHooks(ctx, &s.client.transport.cfg.hooks, start, r.run, func(t *Transfer, _ error) CreateDone {
+		d := CreateDone{Posts: r.posts, Lookups: r.lookups}
+		if t != nil {
+			d.Outcome = t.Outcome.String()
+		}
+		return d
+	})
 }
 
 // Prepare checks the request as Transfers.Create does before anything is
@@ -121,6 +128,7 @@ type createRun struct {
 	// found under the id is this create's, and every failure is definite.
 	maybeProcessed bool
 	posts          int
+	lookups        int           // lookups sent, polls included
 	lastErr        error         // the last POST's failure or error answer
 	retryAfter     time.Duration // the wait the last POST's answer asked for
 	result         *Transfer     // set by readCreated
@@ -169,7 +177,7 @@ func (r *createRun) post(ctx context.Context) postResult {
 		r.firstSent = r.now()
 	}
 	r.posts++
-	result := r.postAndClassify(ctx)
+	result := r.postAndClassify(withStep(ctx, StepPost))
 	if result == postAmbiguous || result == postCreated {
 		r.maybeProcessed = true
 	}
@@ -282,7 +290,8 @@ func (r *createRun) recover(ctx context.Context) (*Transfer, error) {
 // names the transfer holding the id.
 func (r *createRun) heldByAnother(ctx context.Context) error {
 	if reason, _ := r.pace(ctx, 0); reason == "" {
-		if found, _, err := r.s.findAll(ctx, r.req.ClientTransferID); err == nil {
+		r.lookups++
+		if found, _, err := r.s.findAll(withStep(ctx, StepLookup), r.req.ClientTransferID); err == nil {
 			return r.mismatch(&found[0])
 		}
 	}
@@ -308,7 +317,8 @@ func (r *createRun) lookup(ctx context.Context, untilFound bool) (*Transfer, err
 			}
 			return nil, r.unknown(reason+" before the id could be looked up", withCause(cause, last))
 		}
-		found, resp, err := r.s.findAll(ctx, r.req.ClientTransferID)
+		found, resp, err := r.s.findAll(withStep(ctx, lookupStep(r.lookups)), r.req.ClientTransferID)
+		r.lookups++
 		lastErr = err
 		switch {
 		case err == nil:

@@ -144,7 +144,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.budget.deposit()
 	}
 	c := newCall(t, req, k, body)
-	c.ctx = ctx
+	if h := t.cfg.hooks.RequestStart; h != nil {
+		ctx = h(ctx, RequestStart{Method: req.Method, URL: redactURL(req), Key: k.key, Step: stepOf(ctx)})
+	}
+	c.ctx, c.attemptCtx = ctx, ctx
 	c.inherit(h, k.origin)
 	return c.run(stop)
 }
