@@ -193,9 +193,15 @@ func logAttempt(ctx context.Context, l *slog.Logger, a Attempt) {
 	}
 	attrs := []slog.Attr{
 		slog.String("method", a.Method), slog.String("url", a.URL),
-		slog.String("key", a.Key), slog.Int("attempt", a.Number),
+		slog.Int("attempt", a.Number),
 		slog.Int("status", a.StatusCode), slog.Bool("sent", a.Sent),
 		slog.Bool("retry", a.Retry), slog.Duration("wait", a.Wait),
+	}
+	if a.Key != "" {
+		attrs = append(attrs, slog.String("key", a.Key))
+	}
+	if a.RequestID != "" {
+		attrs = append(attrs, slog.String("request_id", a.RequestID))
 	}
 	if a.Code != "" {
 		attrs = append(attrs, slog.String("code", a.Code))

@@ -41,7 +41,10 @@ type Hooks struct {
 type RequestStart struct {
 	Method string
 	URL    string // without user info, query values REDACTED
-	Key    string // the value of the key header, "" if the request carries none
+	Key    string // the idempotency key the request carries, "" if none
+	// RequestID is the request id the Transport stamped when its header is
+	// not deduplicated on (zerohash's X-REQUEST-ID); "" otherwise.
+	RequestID string
 	// Step is the request's part in a Create: StepPost, StepLookup or
 	// StepPoll; "" for a request a Create did not send.
 	Step string

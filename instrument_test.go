@@ -58,7 +58,7 @@ func (r *hookRecorder) hooks() saferetry.Hooks {
 			r.close(ctx, fmt.Sprintf("outcome=%s posts=%d lookups=%d err=%t", c.Outcome, c.Posts, c.Lookups, c.Err != nil))
 		},
 		RequestStart: func(ctx context.Context, q saferetry.RequestStart) context.Context {
-			ctx, _ = r.open(ctx, "request", fmt.Sprintf("%s %s step=%s key=%t", q.Method, pathOnly(q.URL), q.Step, q.Key != ""))
+			ctx, _ = r.open(ctx, "request", fmt.Sprintf("%s %s step=%s key=%t rid=%t", q.Method, pathOnly(q.URL), q.Step, q.Key != "", q.RequestID != ""))
 			return ctx
 		},
 		RequestDone: func(ctx context.Context, d saferetry.RequestDone) {
@@ -121,13 +121,13 @@ func TestHooksFollowAChiftCreate(t *testing.T) {
 	}
 	want := strings.Join([]string{
 		"start create#1 parent=- api=chift key=inv-F-1 resumed=false",
-		"start request#2 parent=create#1 POST /consumers/" + consumer + "/invoicing/invoices step=post key=true",
+		"start request#2 parent=create#1 POST /consumers/" + consumer + "/invoicing/invoices step=post key=true rid=false",
 		"start attempt#3 parent=request#2 n=1",
 		"end attempt#3 n=1 status=0 code= retry=true reason=transport_error",
 		"start attempt#4 parent=request#2 n=2",
 		"end attempt#4 n=2 status=409 code=REQUEST_ALREADY_PROCESSED retry=false reason=",
 		"end request#2 status=0 attempts=2 unknown=false budget=false err=true",
-		"start request#5 parent=create#1 GET /consumers/" + consumer + "/connections/" + srv.ConnectionID + "/transactions step=lookup key=false",
+		"start request#5 parent=create#1 GET /consumers/" + consumer + "/connections/" + srv.ConnectionID + "/transactions step=lookup key=false rid=false",
 		"start attempt#6 parent=request#5 n=1",
 		"end attempt#6 n=1 status=200 code= retry=false reason=",
 		"end request#5 status=200 attempts=1 unknown=false budget=false err=false",
@@ -164,15 +164,15 @@ func TestHooksFollowATransferCreate(t *testing.T) {
 	}
 	want := strings.Join([]string{
 		"start create#1 parent=- api=zerohash key=payout-1 resumed=false",
-		"start request#2 parent=create#1 POST /transfers step=post key=true",
+		"start request#2 parent=create#1 POST /transfers step=post key=false rid=true",
 		"start attempt#3 parent=request#2 n=1",
 		"end attempt#3 n=1 status=0 code= retry=false reason=",
 		"end request#2 status=0 attempts=1 unknown=true budget=false err=true",
-		"start request#4 parent=create#1 GET /transfers step=lookup key=true",
+		"start request#4 parent=create#1 GET /transfers step=lookup key=false rid=true",
 		"start attempt#5 parent=request#4 n=1",
 		"end attempt#5 n=1 status=200 code= retry=false reason=",
 		"end request#4 status=200 attempts=1 unknown=false budget=false err=false",
-		"start request#6 parent=create#1 POST /transfers step=post key=true",
+		"start request#6 parent=create#1 POST /transfers step=post key=false rid=true",
 		"start attempt#7 parent=request#6 n=1",
 		"end attempt#7 n=1 status=201 code= retry=false reason=",
 		"end request#6 status=201 attempts=1 unknown=false budget=false err=false",

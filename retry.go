@@ -25,9 +25,14 @@ var ErrAttemptTimeout = errors.New("saferetry: attempt timed out")
 // Attempt describes one attempt of a logical request, for WithObserver and
 // the log.
 type Attempt struct {
-	Method     string
-	URL        string // without user info, query values REDACTED
-	Key        string // the idempotency key, "" if the request carries none
+	Method string
+	URL    string // without user info, query values REDACTED
+	Key    string // the idempotency key the request carries, "" if none
+	// RequestID is the request id the Transport stamped when its header is
+	// not deduplicated on (zerohash's X-REQUEST-ID, WithRequestIDHeader
+	// without WithServerDeduplication); "" otherwise. Key and RequestID
+	// are never both set.
+	RequestID  string
 	Number     int    // 1 for the first attempt
 	StatusCode int    // 0 when the attempt ended without a response
 	Code       string // the error_code of a 409 the transport read, e.g. REQUEST_IN_PROCESS
@@ -609,10 +614,11 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 		return
 	}
 	a := Attempt{
-		Method: c.req.Method, URL: redactURL(c.req), Key: c.key, Number: c.attempt,
+		Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt,
 		Err: redactError(err), Sent: resp != nil || !c.unsent(err), Replayed: c.last.replayed(), Retry: retry,
 		BudgetExhausted: c.budgetOut,
 	}
+	a.Key, a.RequestID = c.t.keyOrRequestID(c.key)
 	if resp != nil {
 		a.StatusCode, a.Code = resp.StatusCode, c.code
 	}

@@ -145,11 +145,23 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	c := newCall(t, req, k, body)
 	if h := t.cfg.hooks.RequestStart; h != nil {
-		ctx = h(ctx, RequestStart{Method: req.Method, URL: redactURL(req), Key: k.key, Step: stepOf(ctx)})
+		start := RequestStart{Method: req.Method, URL: redactURL(req), Step: stepOf(ctx)}
+		start.Key, start.RequestID = t.keyOrRequestID(k.key)
+		ctx = h(ctx, start)
 	}
 	c.ctx, c.attemptCtx = ctx, ctx
 	c.inherit(h, k.origin)
 	return c.run(stop)
+}
+
+// keyOrRequestID says what the value v of the Transport's header is: an
+// idempotency key when the server deduplicates on it, a request id
+// otherwise (zerohash's X-REQUEST-ID).
+func (t *Transport) keyOrRequestID(v string) (key, requestID string) {
+	if t.cfg.keyDeduplicates {
+		return v, ""
+	}
+	return "", v
 }
 
 // errClientTimeout refuses a request sent by an http.Client with a Timeout
