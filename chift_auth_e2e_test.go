@@ -326,7 +326,7 @@ func TestChiftCreateFailures(t *testing.T) {
 		}
 		_, err := createInvoice(c, srv, "DUP-1", "conflict-key")
 		var apiErr *saferetry.APIError
-		if !errors.As(err, &apiErr) || apiErr.StatusCode != 409 || apiErr.RequestID != "conflict-key" {
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 409 || apiErr.Key != "conflict-key" {
 			t.Fatalf("err = %v; want the original 409 read from the log", err)
 		}
 	})

@@ -93,7 +93,7 @@ func TestChiftFaultsEndToEnd(t *testing.T) {
 				if err != nil || resp.StatusCode != tt.wantStatus {
 					t.Fatalf("got %v, %v; want %d", resp, err, tt.wantStatus)
 				}
-				key = saferetry.RequestKey(resp)
+				key = saferetry.KeyFromResponse(resp)
 				resp.Body.Close()
 			} else {
 				var apiErr *saferetry.APIError
@@ -204,7 +204,7 @@ func TestChiftConcurrentCreatesWithRandomFaults(t *testing.T) {
 				return
 			}
 			defer resp.Body.Close()
-			keys[i] = saferetry.RequestKey(resp)
+			keys[i] = saferetry.KeyFromResponse(resp)
 			var out struct{ ID string }
 			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 || out.ID == "" {
 				errs[i] = fmt.Errorf("status %d, id %q, decode %v", resp.StatusCode, out.ID, err)

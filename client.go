@@ -167,7 +167,7 @@ func (c *Client) Do(req *http.Request, out any) (*http.Response, error) {
 	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponseBody))
 	if err := dec.Decode(out); err != nil && !errors.Is(err, io.EOF) {
 		err = fmt.Errorf("saferetry: decoding %s %s response: %w", req.Method, redactURL(req), err)
-		if key := RequestKey(resp); key != "" {
+		if key := KeyFromResponse(resp); key != "" {
 			// The request succeeded; only its answer is lost. Reported as a
 			// failure, it would invite a retry under a new key.
 			return resp, &OutcomeError{Key: key, Reason: fmt.Sprintf("the server answered %d but its body could not be read", resp.StatusCode), Err: err}

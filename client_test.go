@@ -31,7 +31,7 @@ func TestClientDoJSONCreatesOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := saferetry.RequestKey(resp)
+	key := saferetry.KeyFromResponse(resp)
 	if out.ID == "" || out.InvoiceNumber != "F-9" || srv.CreatedWithKey(key) != 1 || srv.Created() != 1 {
 		t.Fatalf("out %+v, key %q created %d, total %d", out, key, srv.CreatedWithKey(key), srv.Created())
 	}
@@ -51,7 +51,7 @@ func TestClientDoJSONErrors(t *testing.T) {
 	t.Run("validation error with an array detail", func(t *testing.T) {
 		_, err := client.DoJSON(context.Background(), "POST", invoicesPath, []int{1}, nil)
 		var apiErr *saferetry.APIError
-		if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || len(apiErr.Details) == 0 || apiErr.RequestID == "" {
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 422 || len(apiErr.Details) == 0 || apiErr.Key == "" || apiErr.RequestID != "" {
 			t.Fatalf("err = %v", err)
 		}
 	})

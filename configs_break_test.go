@@ -63,8 +63,8 @@ func TestConfigBaseNilResponseNilError(t *testing.T) {
 	}); p != nil {
 		t.Fatalf("the call panicked (%v) after the server processed the POST %d time(s); the caller is told nothing", p, l.total())
 	}
-	if !errors.Is(postErr, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(postErr) != l.onlyKey() {
-		t.Fatalf("err = %v (key %q), want ErrOutcomeUnknown with key %q", postErr, saferetry.KeyFromError(postErr), l.onlyKey())
+	if !errors.Is(postErr, saferetry.ErrOutcomeUnknown) || stampedFromError(postErr) != l.onlyKey() {
+		t.Fatalf("err = %v (key %q), want ErrOutcomeUnknown with key %q", postErr, stampedFromError(postErr), l.onlyKey())
 	}
 }
 
@@ -135,9 +135,9 @@ func TestConfigSeeOtherAfterProcessedPOST(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != l.onlyKey() {
+			if !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != l.onlyKey() {
 				t.Fatalf("the POST was processed %d time(s) under key %q, but the caller got %v: ErrOutcomeUnknown=%v, KeyFromError=%q",
-					l.total(), l.onlyKey(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(err))
+					l.total(), l.onlyKey(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), stampedFromError(err))
 			}
 		})
 	}
@@ -177,9 +177,9 @@ func rigFailoverCase(t *testing.T, hooklessFirst bool) {
 	if resp != nil {
 		resp.Body.Close()
 	}
-	if n := l.total(); n != 1 || !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != l.onlyKey() {
+	if n := l.total(); n != 1 || !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != l.onlyKey() {
 		t.Fatalf("server processed the POST %d time(s) (per key %v); caller got %v (ErrOutcomeUnknown=%v, key %q); want 1 processing and ErrOutcomeUnknown with the key",
-			n, l.keys(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(err))
+			n, l.keys(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), stampedFromError(err))
 	}
 }
 
@@ -245,10 +245,10 @@ func TestConfigChiftTokenRefusedAfterUnknownOutcome(t *testing.T) {
 		if l.total() != 1 {
 			t.Fatalf("server processed %d, want 1 (setup)", l.total())
 		}
-		if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != l.onlyKey() {
+		if !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != l.onlyKey() {
 			var apiErr *saferetry.APIError
 			t.Fatalf("the invoice was created under %q, but the caller got %v (ErrOutcomeUnknown=%v, KeyFromError=%q, *APIError=%v)",
-				l.onlyKey(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(err), errors.As(err, &apiErr))
+				l.onlyKey(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), stampedFromError(err), errors.As(err, &apiErr))
 		}
 	})
 	t.Run("Chift.Create", func(t *testing.T) {
@@ -270,9 +270,9 @@ func TestConfigChiftTokenRefusedAfterUnknownOutcome(t *testing.T) {
 		if err == nil {
 			t.Fatalf("created = %+v, no error", created)
 		}
-		if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != "invoice-F-2026-0042" {
+		if !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != "invoice-F-2026-0042" {
 			t.Fatalf("the invoice was created, but Create returned %v (ErrOutcomeUnknown=%v, KeyFromError=%q)",
-				err, errors.Is(err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(err))
+				err, errors.Is(err, saferetry.ErrOutcomeUnknown), stampedFromError(err))
 		}
 	})
 }
@@ -424,9 +424,9 @@ func TestConfigDoJSONBodyLostAfterCreate(t *testing.T) {
 			if l.total() != 1 {
 				t.Fatalf("processed %d, want 1 (setup)", l.total())
 			}
-			if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != l.onlyKey() {
+			if !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != l.onlyKey() {
 				t.Fatalf("the invoice was created under %q; DoJSON returned %v (ErrOutcomeUnknown=%v, KeyFromError=%q)",
-					l.onlyKey(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(err))
+					l.onlyKey(), err, errors.Is(err, saferetry.ErrOutcomeUnknown), stampedFromError(err))
 			}
 		})
 	}
@@ -495,7 +495,7 @@ func TestConfigStatusAfterUnknownAttempt(t *testing.T) {
 	mu.Lock()
 	attempts := arrivals
 	mu.Unlock()
-	if !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != l.onlyKey() {
+	if !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != l.onlyKey() {
 		t.Fatalf("attempt 1 was processed under %q (%d attempts in all); the caller got status %d and err %v",
 			l.onlyKey(), attempts, status, err)
 	}
@@ -522,9 +522,9 @@ func rigOrigin(t *testing.T, l *rigLedger, header string, drop bool) http.Handle
 
 func rigWantUnknown(t *testing.T, l *rigLedger, err error) {
 	t.Helper()
-	if l.total() != 1 || !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != l.onlyKey() {
+	if l.total() != 1 || !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != l.onlyKey() {
 		t.Fatalf("processed %d (per key %v); err %v (ErrOutcomeUnknown=%v, key %q)", l.total(), l.keys(), err,
-			errors.Is(err, saferetry.ErrOutcomeUnknown), saferetry.KeyFromError(err))
+			errors.Is(err, saferetry.ErrOutcomeUnknown), stampedFromError(err))
 	}
 }
 
@@ -778,9 +778,9 @@ func TestConfigHoldsOneConnectionManyCallers(t *testing.T) {
 	results := make(chan result, 6)
 	call := func(hc *http.Client) {
 		resp, err := hc.Post(srv.URL+"/transfers", "application/json", strings.NewReader(`{}`))
-		key := saferetry.KeyFromError(err)
+		key := stampedFromError(err)
 		if resp != nil {
-			key = saferetry.RequestKey(resp)
+			key = stampedFromResponse(resp)
 			resp.Body.Close()
 		}
 		results <- result{key, err}
@@ -831,7 +831,7 @@ func TestConfigHoldsSameRequestTwice(t *testing.T) {
 	}
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/invoices", strings.NewReader(`{"n":1}`))
 	req.Header.Set("Idempotency-Key", "invoice-F-9")
-	if _, err := hc.Do(req); !errors.Is(err, saferetry.ErrOutcomeUnknown) || saferetry.KeyFromError(err) != "invoice-F-9" {
+	if _, err := hc.Do(req); !errors.Is(err, saferetry.ErrOutcomeUnknown) || stampedFromError(err) != "invoice-F-9" {
 		t.Fatalf("first: %v", err)
 	}
 	resp, err := hc.Do(req)

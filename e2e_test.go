@@ -215,7 +215,7 @@ func TestNetHTTPReplayIsSeenAndSafe(t *testing.T) {
 	if !attempts[1].Replayed {
 		t.Fatalf("first attempt of the invoice not seen as replayed: %+v", attempts[1])
 	}
-	if key := RequestKey(resp); ds.seen[key] != 3 {
+	if key := KeyFromResponse(resp); ds.seen[key] != 3 {
 		t.Fatalf("server saw key %d times, want the hang-up, the replay's 409 and the answer", ds.seen[key])
 	}
 }

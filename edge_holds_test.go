@@ -298,7 +298,7 @@ func TestEdgeHoldsLowerCaseMethod(t *testing.T) {
 	mu.Lock()
 	got = strings.Join(seen, "|")
 	mu.Unlock()
-	if key := RequestKey(resp); key == "" || got != "post "+key+" {}|post "+key+" {}" {
+	if key := KeyFromResponse(resp); key == "" || got != "post "+key+" {}|post "+key+" {}" {
 		t.Fatalf("key %q, seen %q; want two sends under one generated key", key, got)
 	}
 }
@@ -338,7 +338,7 @@ func TestEdgeHoldsH2CProtocolsReset(t *testing.T) {
 				before := l.count()
 				req, _ := http.NewRequest(http.MethodPost, srv.URL+"/transfers", rd)
 				_, err := tr.RoundTrip(req)
-				if l.count() != before+1 || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) == "" {
+				if l.count() != before+1 || !errors.Is(err, ErrOutcomeUnknown) || stampedFromError(err) == "" {
 					t.Fatalf("processed %d (was %d), err %v", l.count(), before, err)
 				}
 			}
@@ -406,7 +406,7 @@ func TestEdgeHoldsConcurrentLearning(t *testing.T) {
 	close(errs)
 	keys := l.keys()
 	for err := range errs {
-		if err != nil && (!errors.Is(err, ErrOutcomeUnknown) || keys[KeyFromError(err)] != 1) {
+		if err != nil && (!errors.Is(err, ErrOutcomeUnknown) || keys[stampedFromError(err)] != 1) {
 			t.Errorf("err %v", err)
 		}
 	}

@@ -250,7 +250,7 @@ func TestEdgeFailoverAttemptTimeoutResends(t *testing.T) {
 // A base that calls net/http under a context of its own (slHidden, the
 // kind README names) answers with resp.Request set to its own copy of the
 // request, which carries neither the call nor, for a header other than the
-// three presets', a header keyOfRequest looks for. RequestKey(resp) is then
+// three presets', a header keyOfRequest looks for. KeyFromResponse(resp) is then
 // "", and Client.Do, which needs it to report a 2xx whose body was cut
 // off, returns a plain decoding error for an invoice that was created.
 func TestEdgeKeyOfResponseThroughContextSwappingBase(t *testing.T) {
@@ -279,12 +279,12 @@ func TestEdgeKeyOfResponseThroughContextSwappingBase(t *testing.T) {
 	if l.count() != 1 {
 		t.Fatalf("setup: processed %d", l.count())
 	}
-	if got := RequestKey(resp); got != l.only() {
-		t.Errorf("RequestKey(resp) = %q, want %q", got, l.only())
+	if got := stampedFromResponse(resp); got != l.only() {
+		t.Errorf("stampedFromResponse(resp) = %q, want %q", got, l.only())
 	}
-	if !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) != l.only() {
+	if !errors.Is(err, ErrOutcomeUnknown) || stampedFromError(err) != l.only() {
 		t.Fatalf("the invoice was created under %q; DoJSON returned %v (ErrOutcomeUnknown=%v, KeyFromError=%q)",
-			l.only(), err, errors.Is(err, ErrOutcomeUnknown), KeyFromError(err))
+			l.only(), err, errors.Is(err, ErrOutcomeUnknown), stampedFromError(err))
 	}
 }
 

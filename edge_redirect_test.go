@@ -87,9 +87,9 @@ func slWantUnknown(t *testing.T, l *slLedger, resp *http.Response, err error) {
 	if l.count() != 1 || l.only() == "" {
 		t.Fatalf("setup: server processed %d POSTs (%v), want 1", l.count(), l.byKey)
 	}
-	if err == nil || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) != l.only() {
+	if err == nil || !errors.Is(err, ErrOutcomeUnknown) || stampedFromError(err) != l.only() {
 		t.Fatalf("the POST was processed under key %q, but the caller got status %d, err %v (ErrOutcomeUnknown=%v, KeyFromError=%q)",
-			l.only(), status, err, errors.Is(err, ErrOutcomeUnknown), KeyFromError(err))
+			l.only(), status, err, errors.Is(err, ErrOutcomeUnknown), stampedFromError(err))
 	}
 }
 
@@ -248,7 +248,7 @@ func TestEdgeCheckRedirectErrorAfterProcessedPOST(t *testing.T) {
 // that answers 503 on every attempt (or a 500). The README's own rule for
 // an answer silent about the key after an attempt that may have been
 // processed does not look at the redirect's origin: the caller gets a
-// 503 response with no error, RequestKey(resp) naming the POST's key.
+// 503 response with no error, KeyFromResponse(resp) naming the POST's key.
 func TestEdgeSeeOtherThenServerError(t *testing.T) {
 	for _, status := range []int{http.StatusServiceUnavailable, http.StatusInternalServerError} {
 		t.Run(http.StatusText(status), func(t *testing.T) {

@@ -68,9 +68,14 @@ type APIError struct {
 	// Details holds "detail" when it is an array of validation items (Chift
 	// 422) and zerohash's "errors" array, one entry per item.
 	Details []ErrorDetail
-	// RequestID is the idempotency key / request id the request carried.
+	// Key is the idempotency key the request carried (Chift's
+	// X-Chift-Client-RequestId, the Idempotency-Key header), "" if none.
+	Key string
+	// RequestID is the request id the request carried when its header is
+	// not deduplicated on (zerohash's X-REQUEST-ID), "" otherwise.
 	RequestID string
-	// ServerRequestID is the request id the server echoed (X-Request-Id), if any.
+	// ServerRequestID is the X-Request-Id header of the answer, if any
+	// (zerohash echoes the request's).
 	ServerRequestID string
 	// OriginalStatus is, for REQUEST_ALREADY_PROCESSED, the status in
 	// "Request already processed: 200"; 0 otherwise.
@@ -111,9 +116,7 @@ func (e *APIError) Error() string {
 		}
 		b.WriteString("; " + d.String())
 	}
-	if e.RequestID != "" {
-		b.WriteString(" [request id " + e.RequestID + "]")
-	}
+	writeIDs(&b, e.Key, e.RequestID)
 	return b.String()
 }
 
@@ -142,7 +145,7 @@ func CheckResponse(resp *http.Response) error {
 	apiErr := parseAPIError(resp.StatusCode, body, truncated)
 	apiErr.ServerRequestID = resp.Header.Get("X-Request-Id")
 	if resp.Request != nil {
-		apiErr.RequestID = keyOfRequest(resp.Request)
+		apiErr.Key, apiErr.RequestID = keysOfRequest(resp.Request)
 	}
 	if err != nil && len(body) == 0 {
 		apiErr.Message = "reading error body: " + err.Error()
@@ -336,9 +339,12 @@ func asciiLower(b []byte) []byte {
 // be carried to an answer. It says which key the request carried, how many
 // attempts were made and whether any of them may have reached the server.
 type RequestError struct {
-	Method    string
-	URL       string // without user info, query values REDACTED
-	Key       string // the idempotency key the request carried, if any
+	Method string
+	URL    string // without user info, query values REDACTED
+	Key    string // the idempotency key the request carried, "" if none
+	// RequestID is the request id the request carried when its header is
+	// not deduplicated on (zerohash's X-REQUEST-ID), "" otherwise.
+	RequestID string
 	Attempts  int
 	MaybeSent bool // true if an attempt may have reached the server
 	// BudgetExhausted: a retry was due but the retry budget was spent.
@@ -349,9 +355,7 @@ type RequestError struct {
 func (e *RequestError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "saferetry: %s %s failed after %d attempt(s)", e.Method, e.URL, e.Attempts)
-	if e.Key != "" {
-		b.WriteString(" [key " + e.Key + "]")
-	}
+	writeIDs(&b, e.Key, e.RequestID)
 	if e.MaybeSent {
 		b.WriteString(", outcome unknown")
 	}
@@ -408,9 +412,35 @@ func KeyFromError(err error) string {
 	}
 	var apiErr *APIError
 	if errors.As(err, &apiErr) {
+		return apiErr.Key
+	}
+	return ""
+}
+
+// RequestIDFromError returns the request id carried by the request that
+// produced err when its header is not deduplicated on (zerohash's
+// X-REQUEST-ID), or "" if err does not say. An idempotency key is
+// KeyFromError's; at most one of the two is set.
+func RequestIDFromError(err error) string {
+	var reqErr *RequestError
+	if errors.As(err, &reqErr) && reqErr.RequestID != "" {
+		return reqErr.RequestID
+	}
+	var apiErr *APIError
+	if errors.As(err, &apiErr) {
 		return apiErr.RequestID
 	}
 	return ""
+}
+
+// writeIDs appends the key or request id an error names, quoted.
+func writeIDs(b *strings.Builder, key, requestID string) {
+	if key != "" {
+		fmt.Fprintf(b, " [key %q]", key)
+	}
+	if requestID != "" {
+		fmt.Fprintf(b, " [request id %q]", requestID)
+	}
 }
 
 // OutcomeError: a create could not learn whether it happened. It matches

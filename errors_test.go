@@ -278,9 +278,10 @@ func TestCheckResponseRequestIDs(t *testing.T) {
 		t.Fatal("CheckResponse did not return an *APIError")
 	}
 	wantField(t, "ServerRequestID", apiErr.ServerRequestID, "srv-123")
-	wantField(t, "RequestID", apiErr.RequestID, "key-abc")
+	wantField(t, "Key", apiErr.Key, "key-abc")
+	wantField(t, "RequestID", apiErr.RequestID, "")
 	wantField(t, "Message", apiErr.Message, "Internal Server Error")
-	if !strings.Contains(apiErr.Error(), "[request id key-abc]") {
+	if !strings.Contains(apiErr.Error(), `[key "key-abc"]`) {
 		t.Errorf("Error() = %q, want it to carry the key", apiErr.Error())
 	}
 	assertBodyRestored(t, resp, orig, []byte(`{"error":"Internal Server Error"}`))
@@ -318,14 +319,21 @@ func TestAPIErrorMessage(t *testing.T) {
 			notWant: []string{"more"},
 		},
 		{
-			name: "request id",
-			err:  &APIError{StatusCode: 500, Message: "boom", RequestID: "K-1"},
-			want: []string{"boom", "[request id K-1]"},
+			name:    "key",
+			err:     &APIError{StatusCode: 500, Message: "boom", Key: "K-1"},
+			want:    []string{"boom", `[key "K-1"]`},
+			notWant: []string{"[request id"},
 		},
 		{
-			name:    "no request id",
+			name:    "request id",
+			err:     &APIError{StatusCode: 500, Message: "boom", RequestID: "R-1"},
+			want:    []string{"boom", `[request id "R-1"]`},
+			notWant: []string{"[key"},
+		},
+		{
+			name:    "neither",
 			err:     &APIError{StatusCode: 500, Message: "boom"},
-			notWant: []string{"[request id"},
+			notWant: []string{"[request id", "[key"},
 		},
 	}
 	for _, tt := range tests {
@@ -430,7 +438,7 @@ func TestRequestError(t *testing.T) {
 
 func TestKeyFromError(t *testing.T) {
 	reqErr := &RequestError{Method: "POST", URL: "https://api.example", Key: "req-key", Attempts: 1, Err: io.EOF}
-	apiErr := &APIError{StatusCode: 409, RequestID: "api-key"}
+	apiErr := &APIError{StatusCode: 409, Key: "api-key", RequestID: "not-a-key"}
 	tests := []struct {
 		name string
 		err  error

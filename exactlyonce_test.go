@@ -80,7 +80,7 @@ func wantOutcomeUnknown(t *testing.T, err error, l *ledger) {
 	if !errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("err = %v, want ErrOutcomeUnknown", err)
 	}
-	key := KeyFromError(err)
+	key := stampedFromError(err)
 	if key == "" || l.count(key) != 1 {
 		t.Fatalf("KeyFromError = %q, processed %d times under it; want the key the server processed once", key, l.count(key))
 	}
@@ -121,7 +121,7 @@ func TestClientTimeoutKeepsOutcomeAndKey(t *testing.T) {
 	wg.Wait()
 	maybeSent := 0
 	for i, err := range errs {
-		key := KeyFromError(err)
+		key := stampedFromError(err)
 		switch {
 		case key == "":
 			t.Fatalf("run %d: err = %v carries no key", i, err)
@@ -141,7 +141,7 @@ func TestClientTimeoutKeepsOutcomeAndKey(t *testing.T) {
 	}
 	// Every request whose key the server processed got that key back.
 	for _, err := range errs {
-		if key := KeyFromError(err); l.count(key) > 1 {
+		if key := stampedFromError(err); l.count(key) > 1 {
 			t.Fatalf("key %s processed %d times", key, l.count(key))
 		}
 	}
@@ -377,7 +377,7 @@ func TestBaseReplayOfForbiddenRequestIsOutcomeUnknown(t *testing.T) {
 	tr := newTestTransport(t, base, WithZeroHashRequestID())
 	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", strings.NewReader("{}"))
 	resp, err := tr.RoundTrip(req)
-	if resp != nil || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) == "" {
+	if resp != nil || !errors.Is(err, ErrOutcomeUnknown) || stampedFromError(err) == "" {
 		t.Fatalf("got %v, %v; want ErrOutcomeUnknown with the key", resp, err)
 	}
 }
@@ -512,7 +512,7 @@ func TestSilentAnswerAfterUnansweredAttempt(t *testing.T) {
 			}
 			var apiErr *APIError
 			last := tc.replies[len(tc.replies)-1]
-			if resp != nil || !errors.Is(err, ErrOutcomeUnknown) || KeyFromError(err) != api.seenKeys()[0] ||
+			if resp != nil || !errors.Is(err, ErrOutcomeUnknown) || stampedFromError(err) != api.seenKeys()[0] ||
 				!errors.As(err, &apiErr) || apiErr.StatusCode != last.status {
 				t.Fatalf("got %v, %v; want ErrOutcomeUnknown with key %s and the last %d inside", resp, err, api.seenKeys()[0], last.status)
 			}

@@ -34,7 +34,7 @@ func ExampleWrap() {
 	_, err = hc.Do(req)
 	var apiErr *saferetry.APIError
 	if errors.Is(err, saferetry.ErrRequestAlreadyProcessed) && errors.As(err, &apiErr) {
-		fmt.Printf("key %s already processed with status %d\n", apiErr.RequestID, apiErr.OriginalStatus)
+		fmt.Printf("key %s already processed with status %d\n", apiErr.Key, apiErr.OriginalStatus)
 	}
 	fmt.Println("invoices created:", srv.CreatedWithKey("invoice-F-1"))
 	// Output:

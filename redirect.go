@@ -63,14 +63,14 @@ func checkRedirect(policy func(*http.Request, []*http.Request) error) func(*http
 		if err == nil || errors.Is(err, http.ErrUseLastResponse) {
 			return err
 		}
-		key := ""
-		if req.Response != nil {
-			key = RequestKey(req.Response)
+		var key, requestID string
+		if req.Response != nil && req.Response.Request != nil {
+			key, requestID = keysOfRequest(req.Response.Request)
 		}
-		if key == "" {
+		if key == "" && requestID == "" {
 			return err
 		}
-		return &RequestError{Method: via[0].Method, URL: redactURL(via[0]), Key: key, Attempts: len(via), MaybeSent: true, Err: err}
+		return &RequestError{Method: via[0].Method, URL: redactURL(via[0]), Key: key, RequestID: requestID, Attempts: len(via), MaybeSent: true, Err: err}
 	}
 }
 

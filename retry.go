@@ -318,10 +318,12 @@ func (c *call) requestError(err error) error {
 	if c.origin != "" {
 		key, maybeSent = c.origin, true // the redirected request may have been processed
 	}
-	return &RequestError{
-		Method: c.req.Method, URL: redactURL(c.req), Key: key,
+	reqErr := &RequestError{
+		Method: c.req.Method, URL: redactURL(c.req),
 		Attempts: c.attempt, MaybeSent: maybeSent, BudgetExhausted: c.budgetOut, Err: redactError(err),
 	}
+	reqErr.Key, reqErr.RequestID = c.t.keyOrRequestID(key)
+	return reqErr
 }
 
 // checkRetry is the retry policy, run after each attempt. It returns an
@@ -396,10 +398,12 @@ func (c *call) mutates() bool {
 // key (the chain's first, after a redirect), the last answer inside as an
 // *APIError.
 func (c *call) unknownAnswer(resp *http.Response) error {
-	return &RequestError{
-		Method: c.req.Method, URL: redactURL(c.req), Key: cmp.Or(c.origin, c.key), Attempts: c.attempt,
+	reqErr := &RequestError{
+		Method: c.req.Method, URL: redactURL(c.req), Attempts: c.attempt,
 		MaybeSent: true, BudgetExhausted: c.budgetOut, Err: c.apiError(resp),
 	}
+	reqErr.Key, reqErr.RequestID = c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
+	return reqErr
 }
 
 // classify decides whether the attempt may be repeated and whether its
@@ -547,7 +551,7 @@ func replayed(resp *http.Response) bool {
 // caller can still read it if the response is returned.
 func (c *call) apiError(resp *http.Response) *APIError {
 	err := CheckResponse(resp).(*APIError)
-	err.RequestID = c.key
+	err.Key, err.RequestID = c.t.keyOrRequestID(c.key)
 	return err
 }
 

@@ -138,7 +138,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, err := newBodySource(ctx, req, t.cfg.maxBufferedBody)
 	if err != nil {
 		stop()
-		return nil, &RequestError{Method: req.Method, URL: redactURL(req), Key: k.key, Err: err}
+		reqErr := &RequestError{Method: req.Method, URL: redactURL(req), Err: err}
+		reqErr.Key, reqErr.RequestID = t.keyOrRequestID(k.key)
+		return nil, reqErr
 	}
 	if t.budget != nil {
 		t.budget.deposit()
@@ -329,13 +331,28 @@ func newUUIDKey() (string, error) {
 // attempts, so the key can be read back from a response.
 type callInfoKey struct{}
 
-// RequestKey returns the idempotency key the transport used for the request
-// that produced resp, or "" if it carried none.
-func RequestKey(resp *http.Response) string {
+// KeyFromResponse returns the idempotency key the transport used for the
+// request that produced resp, or "" if it carried none (a request id that
+// is not deduplicated on, zerohash's X-REQUEST-ID, is not a key: read the
+// echo with ServerRequestID). It is KeyFromError's counterpart.
+func KeyFromResponse(resp *http.Response) string {
 	if resp == nil || resp.Request == nil {
 		return ""
 	}
-	return keyOfRequest(resp.Request)
+	key, _ := keysOfRequest(resp.Request)
+	return key
+}
+
+// RequestIDFromResponse returns the request id the transport stamped on
+// the request that produced resp when its header is not deduplicated on
+// (zerohash's X-REQUEST-ID), or "". KeyFromResponse gives an idempotency
+// key; at most one of the two is set.
+func RequestIDFromResponse(resp *http.Response) string {
+	if resp == nil || resp.Request == nil {
+		return ""
+	}
+	_, requestID := keysOfRequest(resp.Request)
+	return requestID
 }
 
 // ServerRequestID returns the request id the server echoed (X-Request-Id).
@@ -346,16 +363,19 @@ func ServerRequestID(resp *http.Response) string {
 	return resp.Header.Get("X-Request-Id")
 }
 
-func keyOfRequest(req *http.Request) string {
+// keysOfRequest returns the idempotency key or the request id req carried
+// (at most one is set): the Transport's, or, for a request it did not
+// send, the value of a header the APIs define.
+func keysOfRequest(req *http.Request) (key, requestID string) {
 	if c, ok := req.Context().Value(callInfoKey{}).(*call); ok {
-		return cmp.Or(c.origin, c.key)
+		return c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
 	}
-	for _, h := range []string{DefaultRequestIDHeader, ChiftRequestIDHeader, ZeroHashRequestIDHeader} {
+	for _, h := range []string{DefaultRequestIDHeader, ChiftRequestIDHeader} {
 		if v := req.Header.Get(h); v != "" {
-			return v
+			return v, ""
 		}
 	}
-	return ""
+	return "", req.Header.Get(ZeroHashRequestIDHeader)
 }
 
 func closeBody(req *http.Request) {

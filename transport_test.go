@@ -48,7 +48,7 @@ func TestKeyStampedOnceAndReusedAcrossRetries(t *testing.T) {
 			t.Errorf("attempt %d body = %q", i+1, b)
 		}
 	}
-	if got := RequestKey(resp); got != keys[0] {
+	if got := KeyFromResponse(resp); got != keys[0] {
 		t.Errorf("RequestKey = %q, want %q", got, keys[0])
 	}
 }
@@ -418,7 +418,7 @@ func TestAlreadyProcessedIsTypedError(t *testing.T) {
 	if !errors.As(err, &apiErr) {
 		t.Fatalf("err = %T, want *APIError", err)
 	}
-	if apiErr.RequestID != api.seenKeys()[0] || apiErr.OriginalStatus != 200 || apiErr.StatusCode != 409 {
+	if apiErr.Key != api.seenKeys()[0] || apiErr.OriginalStatus != 200 || apiErr.StatusCode != 409 {
 		t.Fatalf("APIError = %+v", apiErr)
 	}
 	if api.attempts() != 2 {
@@ -451,8 +451,8 @@ func TestInProcessAfterRetriesIsTypedError(t *testing.T) {
 	if resp != nil || !errors.Is(err, ErrRequestInProcess) || !errors.As(err, &apiErr) {
 		t.Fatalf("got %v, %v; want ErrRequestInProcess", resp, err)
 	}
-	if apiErr.RequestID != api.seenKeys()[0] || apiErr.RequestID == "" {
-		t.Fatalf("RequestID = %q", apiErr.RequestID)
+	if apiErr.Key != api.seenKeys()[0] || apiErr.Key == "" || apiErr.RequestID != "" {
+		t.Fatalf("Key = %q, RequestID = %q", apiErr.Key, apiErr.RequestID)
 	}
 }
 
@@ -647,8 +647,8 @@ func TestServerRequestIDAndKeyReadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if ServerRequestID(resp) != "srv-echo-1" || RequestKey(resp) != api.seenKeys()[0] {
-		t.Fatalf("ServerRequestID %q, RequestKey %q, sent %q", ServerRequestID(resp), RequestKey(resp), api.seenKeys()[0])
+	if ServerRequestID(resp) != "srv-echo-1" || stampedFromResponse(resp) != api.seenKeys()[0] {
+		t.Fatalf("ServerRequestID %q, RequestKey %q, sent %q", ServerRequestID(resp), stampedFromResponse(resp), api.seenKeys()[0])
 	}
 }
 

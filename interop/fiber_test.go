@@ -320,7 +320,7 @@ func TestFiberReplaysResponseLostAfterProcessing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
-	key := saferetry.RequestKey(resp)
+	key := saferetry.KeyFromResponse(resp)
 	if u, err := uuid.Parse(key); err != nil || u.Version() != 4 || len(key) != 36 {
 		t.Fatalf("key %q is not a 36-character UUIDv4", key)
 	}
@@ -389,7 +389,7 @@ func TestFiberStores503WrittenByHandler(t *testing.T) {
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
-	key := saferetry.RequestKey(resp)
+	key := saferetry.KeyFromResponse(resp)
 	if resp.StatusCode != http.StatusServiceUnavailable || string(body) != unavailable {
 		t.Errorf("got %d %q; want the replayed 503 %q", resp.StatusCode, body, unavailable)
 	}
@@ -433,7 +433,7 @@ func TestFiberDoesNotStore503ReturnedAsError(t *testing.T) {
 	if err != nil {
 		t.Fatalf("POST: %v", err)
 	}
-	key := saferetry.RequestKey(resp)
+	key := saferetry.KeyFromResponse(resp)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("status %d %q; want 201 after the retry", resp.StatusCode, body)
 	}
@@ -550,7 +550,7 @@ func TestFiberManyKeysWithDroppedResponses(t *testing.T) {
 			resp, body, err := postInvoice(hc, s.URL, i, header)
 			results[i] = result{body: body, err: err}
 			if resp != nil {
-				results[i].key, results[i].status = saferetry.RequestKey(resp), resp.StatusCode
+				results[i].key, results[i].status = saferetry.KeyFromResponse(resp), resp.StatusCode
 			}
 		}()
 	}
