@@ -9,7 +9,9 @@ import (
 
 	saferetry "github.com/saferetry/saferetry-go"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The attributes of this package's own, under "saferetry." (the package
@@ -148,4 +150,31 @@ func causeOf(err error) error {
 			return err
 		}
 	}
+}
+
+// outcomeAttrs are http.response.status_code, when an answer came, and
+// error.type, when it failed.
+func outcomeAttrs(status int, err error) []attribute.KeyValue {
+	var attrs []attribute.KeyValue
+	if status > 0 {
+		attrs = append(attrs, semconv.HTTPResponseStatusCode(status))
+	}
+	if t := errorType(status, err); t != "" {
+		attrs = append(attrs, semconv.ErrorTypeKey.String(t))
+	}
+	return attrs
+}
+
+// end ends span with the outcome's attributes, and an error status when
+// it failed. The description is the error's text, none for a status
+// code, as HTTP semantic conventions ask.
+func end(span trace.Span, status int, err error) {
+	span.SetAttributes(outcomeAttrs(status, err)...)
+	switch {
+	case err != nil:
+		span.SetStatus(codes.Error, err.Error())
+	case status >= 400:
+		span.SetStatus(codes.Error, "")
+	}
+	span.End()
 }

@@ -254,18 +254,19 @@ func (h *headerRecorder) seen(name string) []string {
 	return out
 }
 
-// placeholders are strings.NewReplacer's pairs that show the value of
-// header name in request i as "{name i}", from 1.
+// placeholders are strings.NewReplacer's pairs that show each distinct
+// value of header name as "{name n}", n from 1 in the order sent.
 func (h *headerRecorder) placeholders(name string) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var oldnew []string
-	for i, header := range h.headers {
-		oldnew = append(oldnew, header.Get(name), fmt.Sprintf("{%s %d}", name, i+1))
+	for _, header := range h.headers {
+		if v := header.Get(name); v != "" && !slices.Contains(oldnew, v) {
+			oldnew = append(oldnew, v, fmt.Sprintf("{%s %d}", name, len(oldnew)/2+1))
+		}
 	}
 	return oldnew
 }
-
 
 // traceparents is what each attempt span should have sent: its own
 // context, sampled, in W3C form, after the method.
