@@ -78,6 +78,9 @@ func (t *Transaction) UnmarshalJSON(data []byte) error {
 // create of yours, compare its Method and Route with that create's, as
 // Create does.
 func (s *ChiftService) LookupTransaction(ctx context.Context, consumerID, connectionID, clientRequestID string) (*Transaction, error) {
+	if err := s.client.requireAPI("Chift.LookupTransaction", "chift"); err != nil {
+		return nil, err
+	}
 	t, _, err := s.lookup(ctx, consumerID, connectionID, clientRequestID)
 	return t, err
 }
@@ -307,6 +310,9 @@ const maxChiftPosts = 3
 // as the transport's own retries do, so a Chift outage costs a Create
 // about 1.2 requests once the budget's burst is spent.
 func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
+	if err := s.client.requireAPI("Chift.Create", "chift"); err != nil {
+		return nil, err
+	}
 	c, err := s.newCreate(in, time.Now())
 	if err != nil {
 		return nil, err

@@ -88,6 +88,30 @@ func (c *Client) Protocol() string {
 	return ""
 }
 
+// requireAPI refuses, before anything is sent, a call of one API's
+// service (call names it, e.g. "Chift.Create") on a client that was not
+// made for that API: its key header, signing and retry rules are the
+// other's, and the request would reach the wrong server. api is "chift"
+// or "zerohash".
+func (c *Client) requireAPI(call, api string) error {
+	if c == nil || c.transport == nil {
+		return fmt.Errorf("saferetry: %s: the Client was not made by NewClient", call)
+	}
+	got := c.Protocol()
+	if got == api {
+		return nil
+	}
+	made := "for neither API (no WithChift, WithChiftAuth, WithZeroHashRequestID nor WithZeroHashAuth)"
+	if got != "" {
+		made = "for " + got
+	}
+	how := "NewClient(chiftURL, saferetry.WithChiftAuth(credentials)), or WithChift() when another layer authenticates"
+	if api == "zerohash" {
+		how = "NewClient(zerohashURL, saferetry.WithZeroHashAuth(apiKey, secret, passphrase)), or WithZeroHashRequestID() when another layer signs"
+	}
+	return fmt.Errorf("saferetry: %s: this client was made %s; %s calls need a client made with %s", call, made, api, how)
+}
+
 // HTTPClient returns the wrapped http.Client the client sends through, for
 // requests the typed helpers do not cover.
 func (c *Client) HTTPClient() *http.Client { return c.httpClient }

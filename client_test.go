@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,4 +117,60 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("X-Via-Caller", "yes")
 	return h.base.RoundTrip(r)
+}
+
+// A client offers only its API: every call of the other API's service is
+// refused before anything is sent, with an error that says how to make the
+// right client.
+func TestClientRefusesTheOtherAPIsCalls(t *testing.T) {
+	var sent atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+	chift, err := saferetry.NewClient(srv.URL, saferetry.WithChift())
+	if err != nil {
+		t.Fatal(err)
+	}
+	zh, err := saferetry.NewClient(srv.URL, saferetry.WithZeroHashRequestID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	neither, err := saferetry.NewClient(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	transfer := saferetry.TransferRequest{FromParticipantCode: "P", FromAccountGroup: "P", ToParticipantCode: "C", ToAccountGroup: "P", Asset: "USD", Amount: "1"}
+	invoice := saferetry.ChiftCreate{Path: "consumers/c/invoicing/invoices", Body: map[string]any{}, ConsumerID: "c", ConnectionID: "k"}
+	calls := []struct {
+		name, want string
+		call       func() error
+	}{
+		{"Transfers.Create on chift", "saferetry: Transfers.Create: this client was made for chift; zerohash calls need a client made with NewClient(zerohashURL, saferetry.WithZeroHashAuth(",
+			func() error { _, err := chift.Transfers.Create(ctx, transfer); return err }},
+		{"Transfers.List on chift", "saferetry: Transfers.List: this client was made for chift;",
+			func() error { _, err := chift.Transfers.List(ctx, saferetry.ListTransfersOptions{}); return err }},
+		{"Transfers.Get on chift", "saferetry: Transfers.Get: this client was made for chift;",
+			func() error { _, err := chift.Transfers.Get(ctx, 1); return err }},
+		{"Transfers.FindByClientTransferID on chift", "saferetry: Transfers.FindByClientTransferID: this client was made for chift;",
+			func() error { _, err := chift.Transfers.FindByClientTransferID(ctx, "id"); return err }},
+		{"Chift.Create on zerohash", "saferetry: Chift.Create: this client was made for zerohash; chift calls need a client made with NewClient(chiftURL, saferetry.WithChiftAuth(",
+			func() error { _, err := zh.Chift.Create(ctx, invoice); return err }},
+		{"Chift.LookupTransaction on zerohash", "saferetry: Chift.LookupTransaction: this client was made for zerohash;",
+			func() error { _, err := zh.Chift.LookupTransaction(ctx, "c", "k", "id"); return err }},
+		{"Chift.Create on neither", "saferetry: Chift.Create: this client was made for neither API",
+			func() error { _, err := neither.Chift.Create(ctx, invoice); return err }},
+		{"Transfers.Create on neither", "saferetry: Transfers.Create: this client was made for neither API",
+			func() error { _, err := neither.Transfers.Create(ctx, transfer); return err }},
+	}
+	for _, c := range calls {
+		if err := c.call(); err == nil || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error starting %q", c.name, err, c.want)
+		}
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("%d requests reached the server, want none", n)
+	}
 }

@@ -498,6 +498,9 @@ func (o ListTransfersOptions) query() (url.Values, error) {
 
 // List returns one page of transfers matching opts.
 func (s *TransfersService) List(ctx context.Context, opts ListTransfersOptions) (*TransferPage, error) {
+	if err := s.client.requireAPI("Transfers.List", "zerohash"); err != nil {
+		return nil, err
+	}
 	page, _, err := s.list(ctx, opts)
 	return page, err
 }
@@ -524,6 +527,9 @@ func (s *TransfersService) list(ctx context.Context, opts ListTransfersOptions) 
 // Get returns the transfer with zerohash's numeric id (positive; any
 // other is refused before anything is sent).
 func (s *TransfersService) Get(ctx context.Context, id int64) (*Transfer, error) {
+	if err := s.client.requireAPI("Transfers.Get", "zerohash"); err != nil {
+		return nil, err
+	}
 	if id <= 0 {
 		return nil, fmt.Errorf("saferetry: transfer id %d: zerohash's ids are positive", id)
 	}
@@ -546,6 +552,9 @@ var ErrTransferNotFound = errors.New("saferetry: transfer not found")
 // its documented order), which need not be the one a given create made;
 // Transfers.Create checks that before it takes one as its own.
 func (s *TransfersService) FindByClientTransferID(ctx context.Context, id string) (*Transfer, error) {
+	if err := s.client.requireAPI("Transfers.FindByClientTransferID", "zerohash"); err != nil {
+		return nil, err
+	}
 	found, _, err := s.findAll(ctx, id)
 	if err != nil {
 		return nil, err

@@ -63,6 +63,9 @@ const (
 // context, the budget and the limits, the error matches ErrOutcomeUnknown
 // and carries the client_transfer_id (KeyFromError).
 func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Transfer, error) {
+	if err := s.client.requireAPI("Transfers.Create", "zerohash"); err != nil {
+		return nil, err
+	}
 	clock, offset := s.signingClock()
 	req, err := req.prepare(clock)
 	if err != nil {

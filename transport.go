@@ -166,6 +166,15 @@ func (t *Transport) keyOrRequestID(v string) (key, requestID string) {
 	return "", v
 }
 
+// CloseIdleConnections closes the base transport's idle connections when
+// it has such a method (net/http's Transport and HTTP/2's do), so that
+// http.Client.CloseIdleConnections reaches them through the Transport.
+func (t *Transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 // errClientTimeout refuses a request sent by an http.Client with a Timeout
 // (or a deprecated Request.Cancel) around a bare Transport.
 var errClientTimeout = errors.New("saferetry: the http.Client sending this request has a Timeout (net/http marks the request with Request.Cancel), and its timer would replace ErrOutcomeUnknown and the key by a plain string: " +

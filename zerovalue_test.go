@@ -37,3 +37,35 @@ func TestZeroTransportSendsNothing(t *testing.T) {
 		t.Fatal("nothing was sent: the outcome is known")
 	}
 }
+
+type idleCloser struct {
+	http.RoundTripper
+	closed int
+}
+
+func (c *idleCloser) CloseIdleConnections() { c.closed++ }
+
+// http.Client.CloseIdleConnections reaches the base transport through a
+// wrapped client; a base without the method, and the zero Transport, are
+// left alone.
+func TestCloseIdleConnectionsReachesTheBase(t *testing.T) {
+	base := &idleCloser{RoundTripper: http.DefaultTransport}
+	hc, err := saferetry.Wrap(&http.Client{Transport: base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc.CloseIdleConnections()
+	if base.closed != 1 {
+		t.Errorf("base closed its idle connections %d times, want 1", base.closed)
+	}
+	(&saferetry.Transport{}).CloseIdleConnections()
+	tr, err := saferetry.NewTransport(rtOnly{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+}
+
+type rtOnly struct{}
+
+func (rtOnly) RoundTrip(*http.Request) (*http.Response, error) { return nil, http.ErrNotSupported }
