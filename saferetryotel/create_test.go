@@ -46,7 +46,7 @@ func TestChiftCreateTrace(t *testing.T) {
   | saferetry.create.posts: 1
   | saferetry.create.resumed: false
   | saferetry.idempotency_key: inv-F-1
-  saferetry POST (internal, error: saferetry: HTTP 409 REQUEST_ALREADY_PROCESSED: Request already processed: 200 (Request with same client request id inv-F-1 was already successfully processed) [key "inv-F-1"])
+  saferetry POST (internal, error: {description})
     | error.type: saferetry.ErrRequestAlreadyProcessed
     | http.request.method: POST
     | saferetry.api: chift
@@ -56,7 +56,7 @@ func TestChiftCreateTrace(t *testing.T) {
     | saferetry.retry_budget_exhausted: false
     | saferetry.step: post
     | url.full: {srv}/consumers/00000000-0000-4000-8000-000000000001/invoicing/invoices
-    POST (client, error: EOF)
+    POST (client, error: {description})
       | error.type: io.EOF
       | http.request.method: POST
       | saferetry.attempt: 1
@@ -149,7 +149,7 @@ func TestTransferCreateTrace(t *testing.T) {
   | saferetry.create.posts: 2
   | saferetry.create.resumed: false
   | saferetry.idempotency_key: payout-1
-  saferetry POST (internal, error: saferetry: POST {srv}/transfers failed after 1 attempt(s) [request id "{X-Request-Id 1}"], outcome unknown: EOF)
+  saferetry POST (internal, error: {description})
     | error.type: saferetry.ErrOutcomeUnknown
     | http.request.method: POST
     | saferetry.api: zerohash
@@ -159,7 +159,7 @@ func TestTransferCreateTrace(t *testing.T) {
     | saferetry.retry_budget_exhausted: false
     | saferetry.step: post
     | url.full: {srv}/transfers
-    POST (client, error: EOF)
+    POST (client, error: {description})
       | error.type: io.EOF
       | http.request.method: POST
       | saferetry.attempt: 1
@@ -247,7 +247,11 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
 	if !errors.Is(err, saferetry.ErrOutcomeUnknown) {
 		t.Fatalf("err %v, want ErrOutcomeUnknown", err)
 	}
-	want := `saferetry chift create (internal, error: saferetry: outcome unknown for key inv-F-2: Chift's monitoring log refused the lookup: saferetry: HTTP 403: forbidden)
+	spans := tel.ended()
+	if create := spans[0]; create.Status().Description != err.Error() {
+		t.Errorf("%s: status description %q, want the error Create returned", create.Name(), create.Status().Description)
+	}
+	want := `saferetry chift create (internal, error: {description})
   | error.type: saferetry.ErrOutcomeUnknown
   | saferetry.api: chift
   | saferetry.create.lookups: 1
@@ -255,7 +259,7 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
   | saferetry.create.posts: 2
   | saferetry.create.resumed: false
   | saferetry.idempotency_key: inv-F-2
-  saferetry POST (internal, error: saferetry: POST {srv}/consumers/00000000-0000-4000-8000-000000000001/invoicing/invoices failed after 1 attempt(s) [key "inv-F-2"], outcome unknown: EOF)
+  saferetry POST (internal, error: {description})
     | error.type: saferetry.ErrOutcomeUnknown
     | http.request.method: POST
     | saferetry.api: chift
@@ -265,7 +269,7 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
     | saferetry.retry_budget_exhausted: false
     | saferetry.step: post
     | url.full: {srv}/consumers/00000000-0000-4000-8000-000000000001/invoicing/invoices
-    POST (client, error: EOF)
+    POST (client, error: {description})
       | error.type: io.EOF
       | http.request.method: POST
       | saferetry.attempt: 1
@@ -275,7 +279,7 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
       | server.address: 127.0.0.1
       | server.port: {port}
       | url.full: {srv}/consumers/00000000-0000-4000-8000-000000000001/invoicing/invoices
-  saferetry POST (internal, error: saferetry: HTTP 409 REQUEST_ALREADY_PROCESSED: Request already processed: 200 (Request with same client request id inv-F-2 was already successfully processed) [key "inv-F-2"])
+  saferetry POST (internal, error: {description})
     | error.type: saferetry.ErrRequestAlreadyProcessed
     | http.request.method: POST
     | saferetry.api: chift
@@ -318,7 +322,7 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
       | server.address: 127.0.0.1
       | server.port: {port}
       | url.full: {srv}/consumers/00000000-0000-4000-8000-000000000001/connections/{connection}/transactions?client_request_id=REDACTED`
-	if got := tree(tel.ended(), srv.URL, srv.ConnectionID, "{connection}"); got != want {
+	if got := tree(spans, srv.URL, srv.ConnectionID, "{connection}"); got != want {
 		t.Errorf("spans:\n%s\nwant:\n%s", got, want)
 	}
 	diffMetrics(t, tel.metrics(t), map[string]int64{
