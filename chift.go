@@ -187,7 +187,7 @@ func (e *ChiftRequestIDReusedError) Error() string {
 	case !e.Logged.InProcess():
 		outcome = fmt.Sprintf(" (answered %d)", e.Logged.StatusCode)
 	}
-	return fmt.Sprintf("saferetry: Chift request id %s belongs to another request: Chift's log holds %s %s%s, this create is %s %s, "+
+	return fmt.Sprintf("saferetry: Chift request id %q belongs to another request: Chift's log holds %s %s%s, this create is %s %s, "+
 		"and was not processed: send it under a new request id", e.RequestID, e.Logged.Method, e.Logged.Route, outcome, e.Method, e.Route)
 }
 
@@ -217,7 +217,7 @@ func (e *ChiftRequestIDSpentError) Error() string {
 	if e.OriginalStatus >= 500 {
 		what = "may or may not have left the entity in the connected system"
 	}
-	return fmt.Sprintf("saferetry: Chift request id %s is spent: the request under it was answered %d and %s, and Chift answers "+
+	return fmt.Sprintf("saferetry: Chift request id %q is spent: the request under it was answered %d and %s, and Chift answers "+
 		"every later request under it REQUEST_ALREADY_PROCESSED: send the create under a new request id: %v", e.RequestID, e.OriginalStatus, what, e.Err)
 }
 
@@ -243,7 +243,7 @@ func (e *ChiftRateLimitedError) Error() string {
 	if e.RetryAfter > 0 {
 		wait = e.RetryAfter.String()
 	}
-	return fmt.Sprintf("saferetry: Chift answered %d to the create under request id %s: wait %s, then send it again under the same id: %v",
+	return fmt.Sprintf("saferetry: Chift answered %d to the create under request id %q: wait %s, then send it again under the same id: %v",
 		e.Err.StatusCode, e.RequestID, wait, e.Err)
 }
 
@@ -258,7 +258,7 @@ type chiftBudgetError struct {
 }
 
 func (e *chiftBudgetError) Error() string {
-	msg := fmt.Sprintf("saferetry: retry budget exhausted: no %s for Chift request id %s", e.what, e.requestID)
+	msg := fmt.Sprintf("saferetry: retry budget exhausted: no %s for Chift request id %q", e.what, e.requestID)
 	if e.last != nil {
 		msg += ": " + e.last.Error()
 	}

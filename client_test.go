@@ -174,3 +174,41 @@ func TestClientRefusesTheOtherAPIsCalls(t *testing.T) {
 		t.Errorf("%d requests reached the server, want none", n)
 	}
 }
+
+// An error that http.Client wraps names the URL once, and the key quoted;
+// through Client.Do the URL's query values read REDACTED.
+func TestErrorNamesTheURLOnce(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close() // after the request was read: the outcome is unknown
+		}
+	}))
+	defer srv.Close()
+	hc, err := saferetry.Wrap(&http.Client{}, saferetry.WithMaxRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/charges", strings.NewReader("{}"))
+	req.Header.Set(saferetry.DefaultRequestIDHeader, "charge-7")
+	_, err = hc.Do(req)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	if n := strings.Count(msg, srv.URL); n != 1 || !strings.Contains(msg, `[key "charge-7"]`) || !errors.Is(err, saferetry.ErrOutcomeUnknown) {
+		t.Errorf("%q: the URL %d times, want once, with the key quoted and ErrOutcomeUnknown", msg, n)
+	}
+	client, err := saferetry.NewClient(srv.URL, saferetry.WithMaxRetries(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.DoJSON(context.Background(), http.MethodPost, "charges?token=secret", map[string]int{"amount": 1}, nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg = err.Error()
+	if strings.Count(msg, srv.URL+"/charges?token=REDACTED") != 1 || strings.Contains(msg, "secret") {
+		t.Errorf("%q: want the redacted URL once, never the token", msg)
+	}
+}

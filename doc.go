@@ -39,7 +39,7 @@
 // and come back from RoundTrip as an error instead of a response:
 // 409 REQUEST_ALREADY_PROCESSED (ErrRequestAlreadyProcessed) and 409
 // REQUEST_IN_PROCESS once the retries are spent (ErrRequestInProcess). Both
-// are *APIError values with the key in RequestID:
+// are *APIError values with the key in Key:
 //
 //	resp, err := hc.Do(req)
 //	var apiErr *saferetry.APIError
@@ -47,7 +47,7 @@
 //	case errors.Is(err, saferetry.ErrRequestAlreadyProcessed):
 //		// created before; apiErr.OriginalStatus holds its status
 //	case errors.As(err, &apiErr):
-//		log.Printf("key %s: %v", apiErr.RequestID, err)
+//		log.Printf("key %s: %v", apiErr.Key, err)
 //	}
 //
 // They are matched on Chift's error_code, never on 409 alone: Chift also

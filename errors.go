@@ -338,6 +338,8 @@ func asciiLower(b []byte) []byte {
 // RequestError is a failure of the transport itself: the request could not
 // be carried to an answer. It says which key the request carried, how many
 // attempts were made and whether any of them may have reached the server.
+// Its message leaves out Method and URL, which the *url.Error that
+// http.Client.Do wraps it in names.
 type RequestError struct {
 	Method string
 	URL    string // without user info, query values REDACTED
@@ -354,7 +356,9 @@ type RequestError struct {
 
 func (e *RequestError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "saferetry: %s %s failed after %d attempt(s)", e.Method, e.URL, e.Attempts)
+	// No method nor URL: http.Client.Do wraps this error in a *url.Error
+	// that names both, and a message should name the URL once.
+	fmt.Fprintf(&b, "saferetry: request failed after %d attempt(s)", e.Attempts)
 	writeIDs(&b, e.Key, e.RequestID)
 	if e.MaybeSent {
 		b.WriteString(", outcome unknown")
@@ -454,7 +458,7 @@ type OutcomeError struct {
 }
 
 func (e *OutcomeError) Error() string {
-	msg := fmt.Sprintf("saferetry: outcome unknown for key %s: %s", e.Key, e.Reason)
+	msg := fmt.Sprintf("saferetry: outcome unknown for key %q: %s", e.Key, e.Reason)
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
 	}

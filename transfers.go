@@ -74,7 +74,7 @@ type NotCreatedError struct {
 
 func (e *NotCreatedError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "saferetry: transfer with client_transfer_id %s not created: %s", e.ClientTransferID, e.Reason)
+	fmt.Fprintf(&b, "saferetry: transfer with client_transfer_id %q not created: %s", e.ClientTransferID, e.Reason)
 	switch {
 	case e.rateLimited():
 		fmt.Fprintf(&b, "; rate limited; retry after %v", e.RetryAfter)
@@ -138,9 +138,9 @@ func (e *TransferMismatchError) Error() string {
 	var b strings.Builder
 	b.WriteString(ErrDuplicateClientTransferID.Error() + ": ")
 	if e.TransferID != 0 {
-		fmt.Fprintf(&b, "transfer %d holds client_transfer_id %s", e.TransferID, e.ClientTransferID)
+		fmt.Fprintf(&b, "transfer %d holds client_transfer_id %q", e.TransferID, e.ClientTransferID)
 	} else {
-		fmt.Fprintf(&b, "client_transfer_id %s is held by another transfer", e.ClientTransferID)
+		fmt.Fprintf(&b, "client_transfer_id %q is held by another transfer", e.ClientTransferID)
 	}
 	if e.fieldsDiffer {
 		b.WriteString(" with other accounts, asset or amount")

@@ -48,7 +48,7 @@ type KeyInUseError struct {
 }
 
 func (e *KeyInUseError) Error() string {
-	return fmt.Sprintf("saferiver: idempotency key %s already belongs to job %d (%s), which makes another create; nothing inserted", e.Key, e.JobID, e.State)
+	return fmt.Sprintf("saferiver: idempotency key %q already belongs to job %d (%s), which makes another create; nothing inserted", e.Key, e.JobID, e.State)
 }
 
 // InsertChiftCreateTx checks in as Chift.Create would before sending
@@ -133,7 +133,7 @@ func insertTx[TTx any, TArgs river.JobArgs](ctx context.Context, client *river.C
 	}
 	res, err := client.InsertTx(ctx, tx, args, &riverOpts)
 	if err != nil {
-		return nil, fmt.Errorf("saferiver: inserting the job for key %s: %w", key, err)
+		return nil, fmt.Errorf("saferiver: inserting the job for key %q: %w", key, err)
 	}
 	out := &Enqueued{Key: key, JobID: res.Job.ID, Existing: res.UniqueSkippedAsDuplicate, State: res.Job.State}
 	if !res.UniqueSkippedAsDuplicate {
@@ -141,7 +141,7 @@ func insertTx[TTx any, TArgs river.JobArgs](ctx context.Context, client *river.C
 	}
 	var held TArgs
 	if err := json.Unmarshal(res.Job.EncodedArgs, &held); err != nil {
-		return nil, fmt.Errorf("saferiver: reading job %d, which holds key %s: %w", res.Job.ID, key, err)
+		return nil, fmt.Errorf("saferiver: reading job %d, which holds key %q: %w", res.Job.ID, key, err)
 	}
 	if !same(&held) {
 		return nil, &KeyInUseError{Key: key, JobID: res.Job.ID, State: res.Job.State}

@@ -60,7 +60,7 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	return fmt.Sprintf("saferiver: %s create under key %s rejected, nothing created: %v", e.API, e.Key, e.Err)
+	return fmt.Sprintf("saferiver: %s create under key %q rejected, nothing created: %v", e.API, e.Key, e.Err)
 }
 
 func (e *RejectedError) Unwrap() error { return e.Err }
@@ -83,7 +83,7 @@ type ReconcileError struct {
 }
 
 func (e *ReconcileError) Error() string {
-	return fmt.Sprintf("saferiver: %s create under key %s needs manual reconciliation: %s: %v", e.API, e.Key, e.Reason, e.Err)
+	return fmt.Sprintf("saferiver: %s create under key %q needs manual reconciliation: %s: %v", e.API, e.Key, e.Reason, e.Err)
 }
 
 // lookUp is what a ReconcileError asks of someone when the entity is not
