@@ -83,6 +83,22 @@ func (b *retryBudget) deposit() {
 }
 
 // withdraw takes one retry's worth of tokens, if there is one.
+// drawCreateRetry takes a retry from the budget for a Create's repost or
+// lookup, and cancels the deposit the request it sends will earn: a
+// create's extra requests are retries of it, for Chift and zerohash
+// alike. false: the budget refused it.
+func (t *Transport) drawCreateRetry() bool {
+	b := t.budget
+	if b == nil {
+		return true
+	}
+	if !b.withdraw() {
+		return false
+	}
+	b.add(-b.depositMilli)
+	return true
+}
+
 func (b *retryBudget) withdraw() bool {
 	b.refill()
 	for {

@@ -319,7 +319,7 @@ func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreate
 	}
 	start := CreateStart{API: "chift", Key: c.in.RequestID, Resumed: !c.in.FirstSentAt.IsZero()}
 	return createHooks(ctx, &s.client.transport.cfg.hooks, start, c.run, func(created *ChiftCreated, _ error) CreateDone {
-		d := CreateDone{Posts: c.posts, Lookups: c.lookups}
+		d := CreateDone{Posts: c.posts, Lookups: c.lookups, BudgetExhausted: c.budgetRefused}
 		if created != nil {
 			d.Outcome = OutcomeCreated.String()
 			if created.Recovered {
@@ -339,6 +339,8 @@ type chiftCreate struct {
 	url     *url.URL // where the POST goes
 	posts   int
 	lookups int // lookups in Chift's log sent, polls included
+	// budgetRefused: the retry budget refused a repost or a lookup.
+	budgetRefused bool
 	// mayExist: a post may have been processed, and no answer since has
 	// told what became of it. It makes giving up ErrOutcomeUnknown rather
 	// than a definite failure.
@@ -684,14 +686,10 @@ func (c *chiftCreate) unknown(reason string, err error) error {
 // not a new request, and must not earn budget as one does. False: the
 // budget is spent. Without a budget (WithoutRetryBudget) it is always true.
 func (c *chiftCreate) draw() bool {
-	b := c.s.client.transport.budget
-	if b == nil {
-		return true
-	}
-	if !b.withdraw() {
+	if !c.s.client.transport.drawCreateRetry() {
+		c.budgetRefused = true
 		return false
 	}
-	b.add(-b.depositMilli)
 	return true
 }
 

@@ -79,8 +79,10 @@ func parseBaseURL(who, raw string) (*url.URL, error) {
 // (WithChift), "zerohash" (WithZeroHashRequestID), or "" for neither. A
 // layer above the client (the saferiver module's workers) checks it before
 // it sends a create by the other API's recipe.
-func (c *Client) Protocol() string {
-	for _, ch := range c.transport.cfg.protocols {
+func (c *Client) Protocol() string { return c.transport.protocol() }
+
+func (t *Transport) protocol() string {
+	for _, ch := range t.cfg.protocols {
 		if ch.protocol == "chift" || ch.protocol == "zerohash" {
 			return ch.protocol
 		}

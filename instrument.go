@@ -39,6 +39,9 @@ type Hooks struct {
 
 // RequestStart describes a logical request as it begins.
 type RequestStart struct {
+	// API is the preset the Transport was made with: "chift", "zerohash",
+	// or "" for neither (as Client.Protocol says).
+	API    string
 	Method string
 	URL    string // without user info, query values REDACTED
 	Key    string // the idempotency key the request carries, "" if none
@@ -59,7 +62,9 @@ const (
 
 // AttemptStart describes one attempt as it begins.
 type AttemptStart struct {
-	Number int // 1 for the first attempt
+	Method string
+	URL    string // without user info, query values REDACTED
+	Number int    // 1 for the first attempt
 	// Header is this attempt's own copy of the request header: a hook may
 	// add to it (a W3C traceparent, say). It must not change the key header
 	// nor anything a signature covers.
@@ -68,7 +73,10 @@ type AttemptStart struct {
 
 // RequestDone describes how a logical request ended.
 type RequestDone struct {
-	StatusCode int   // the status handed to the caller, 0 with an error
+	// StatusCode is the status of the last answer, also when the
+	// Transport turned it into an error (a 409 REQUEST_ALREADY_PROCESSED,
+	// a 502 of unknown outcome); 0 when no answer came.
+	StatusCode int
 	Attempts   int   // attempts made, 0 when none was
 	Err        error // the error handed to the caller, nil with a response
 	// OutcomeUnknown: Err matches ErrOutcomeUnknown (the request may have
@@ -99,7 +107,12 @@ type CreateDone struct {
 	Outcome string
 	Posts   int // POSTs sent
 	Lookups int // lookups and polls sent
-	Err     error
+	// BudgetExhausted: the retry budget refused a repost or a lookup the
+	// create needed (Err then matches ErrRetryBudgetExhausted). A refusal
+	// of the Transport's own retries within one request is that
+	// request's (Attempt.BudgetExhausted), not this.
+	BudgetExhausted bool
+	Err             error
 }
 
 // WithHooks installs h; given more than once, every Hooks value runs, in

@@ -58,14 +58,14 @@ func (r *hookRecorder) hooks() saferetry.Hooks {
 			r.close(ctx, fmt.Sprintf("outcome=%s posts=%d lookups=%d err=%t", c.Outcome, c.Posts, c.Lookups, c.Err != nil))
 		},
 		RequestStart: func(ctx context.Context, q saferetry.RequestStart) context.Context {
-			ctx, _ = r.open(ctx, "request", fmt.Sprintf("%s %s step=%s key=%t rid=%t", q.Method, pathOnly(q.URL), q.Step, q.Key != "", q.RequestID != ""))
+			ctx, _ = r.open(ctx, "request", fmt.Sprintf("%s %s step=%s key=%t rid=%t api=%s", q.Method, pathOnly(q.URL), q.Step, q.Key != "", q.RequestID != "", q.API))
 			return ctx
 		},
 		RequestDone: func(ctx context.Context, d saferetry.RequestDone) {
 			r.close(ctx, fmt.Sprintf("status=%d attempts=%d unknown=%t budget=%t err=%t", d.StatusCode, d.Attempts, d.OutcomeUnknown, d.BudgetExhausted, d.Err != nil))
 		},
 		AttemptStart: func(ctx context.Context, a saferetry.AttemptStart) context.Context {
-			ctx, name := r.open(ctx, "attempt", fmt.Sprintf("n=%d", a.Number))
+			ctx, name := r.open(ctx, "attempt", fmt.Sprintf("n=%d %s %s", a.Number, a.Method, pathOnly(a.URL)))
 			a.Header.Set("Traceparent", name)
 			return ctx
 		},
@@ -121,14 +121,14 @@ func TestHooksFollowAChiftCreate(t *testing.T) {
 	}
 	want := strings.Join([]string{
 		"start create#1 parent=- api=chift key=inv-F-1 resumed=false",
-		"start request#2 parent=create#1 POST /consumers/" + consumer + "/invoicing/invoices step=post key=true rid=false",
-		"start attempt#3 parent=request#2 n=1",
+		"start request#2 parent=create#1 POST /consumers/" + consumer + "/invoicing/invoices step=post key=true rid=false api=chift",
+		"start attempt#3 parent=request#2 n=1 POST /consumers/" + consumer + "/invoicing/invoices",
 		"end attempt#3 n=1 status=0 code= retry=true reason=transport_error",
-		"start attempt#4 parent=request#2 n=2",
+		"start attempt#4 parent=request#2 n=2 POST /consumers/" + consumer + "/invoicing/invoices",
 		"end attempt#4 n=2 status=409 code=REQUEST_ALREADY_PROCESSED retry=false reason=",
-		"end request#2 status=0 attempts=2 unknown=false budget=false err=true",
-		"start request#5 parent=create#1 GET /consumers/" + consumer + "/connections/" + srv.ConnectionID + "/transactions step=lookup key=false rid=false",
-		"start attempt#6 parent=request#5 n=1",
+		"end request#2 status=409 attempts=2 unknown=false budget=false err=true",
+		"start request#5 parent=create#1 GET /consumers/" + consumer + "/connections/" + srv.ConnectionID + "/transactions step=lookup key=false rid=false api=chift",
+		"start attempt#6 parent=request#5 n=1 GET /consumers/" + consumer + "/connections/" + srv.ConnectionID + "/transactions",
 		"end attempt#6 n=1 status=200 code= retry=false reason=",
 		"end request#5 status=200 attempts=1 unknown=false budget=false err=false",
 		"end create#1 outcome=recovered posts=1 lookups=1 err=false",
@@ -164,16 +164,16 @@ func TestHooksFollowATransferCreate(t *testing.T) {
 	}
 	want := strings.Join([]string{
 		"start create#1 parent=- api=zerohash key=payout-1 resumed=false",
-		"start request#2 parent=create#1 POST /transfers step=post key=false rid=true",
-		"start attempt#3 parent=request#2 n=1",
+		"start request#2 parent=create#1 POST /transfers step=post key=false rid=true api=zerohash",
+		"start attempt#3 parent=request#2 n=1 POST /transfers",
 		"end attempt#3 n=1 status=0 code= retry=false reason=",
 		"end request#2 status=0 attempts=1 unknown=true budget=false err=true",
-		"start request#4 parent=create#1 GET /transfers step=lookup key=false rid=true",
-		"start attempt#5 parent=request#4 n=1",
+		"start request#4 parent=create#1 GET /transfers step=lookup key=false rid=true api=zerohash",
+		"start attempt#5 parent=request#4 n=1 GET /transfers",
 		"end attempt#5 n=1 status=200 code= retry=false reason=",
 		"end request#4 status=200 attempts=1 unknown=false budget=false err=false",
-		"start request#6 parent=create#1 POST /transfers step=post key=false rid=true",
-		"start attempt#7 parent=request#6 n=1",
+		"start request#6 parent=create#1 POST /transfers step=post key=false rid=true api=zerohash",
+		"start attempt#7 parent=request#6 n=1 POST /transfers",
 		"end attempt#7 n=1 status=201 code= retry=false reason=",
 		"end request#6 status=201 attempts=1 unknown=false budget=false err=false",
 		"end create#1 outcome=reposted posts=2 lookups=1 err=false",

@@ -200,7 +200,7 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 	if header == nil {
 		header = http.Header{}
 	}
-	ctx := c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Number: c.attempt + 1, Header: header})
+	ctx := c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt + 1, Header: header})
 	c.attemptCtx = ctx
 	out := req.WithContext(ctx)
 	out.Header = header
@@ -210,8 +210,12 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 // requestDone runs Hooks.RequestDone for the outcome the caller gets.
 func (c *call) requestDone(h func(context.Context, RequestDone), resp *http.Response, err error) {
 	d := RequestDone{Attempts: c.attempt, Err: err, BudgetExhausted: c.budgetOut, OutcomeUnknown: errors.Is(err, ErrOutcomeUnknown)}
-	if resp != nil {
+	var apiErr *APIError
+	switch {
+	case resp != nil:
 		d.StatusCode = resp.StatusCode
+	case errors.As(err, &apiErr):
+		d.StatusCode = apiErr.StatusCode
 	}
 	h(c.ctx, d)
 }

@@ -82,7 +82,7 @@ func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Tr
 	}
 	start := CreateStart{API: "zerohash", Key: req.ClientTransferID, Resumed: r.maybeProcessed}
 	return createHooks(ctx, &s.client.transport.cfg.hooks, start, r.run, func(t *Transfer, _ error) CreateDone {
-		d := CreateDone{Posts: r.posts, Lookups: r.lookups}
+		d := CreateDone{Posts: r.posts, Lookups: r.lookups, BudgetExhausted: r.budgetRefused}
 		if t != nil {
 			d.Outcome = t.Outcome.String()
 		}
@@ -132,6 +132,7 @@ type createRun struct {
 	maybeProcessed bool
 	posts          int
 	lookups        int           // lookups sent, polls included
+	budgetRefused  bool          // the retry budget refused a repost or a lookup
 	lastErr        error         // the last POST's failure or error answer
 	retryAfter     time.Duration // the wait the last POST's answer asked for
 	result         *Transfer     // set by readCreated
@@ -220,7 +221,8 @@ func (r *createRun) pace(ctx context.Context, wait time.Duration) (string, error
 	if !fitsBefore(ctx, wait) {
 		return fmt.Sprintf("the context ends within the %v wait", wait), nil
 	}
-	if b := r.s.client.transport.budget; b != nil && !b.withdraw() {
+	if !r.s.client.transport.drawCreateRetry() {
+		r.budgetRefused = true
 		return "the Transport's retry budget is spent", ErrRetryBudgetExhausted
 	}
 	if err := r.s.wait(ctx, wait); err != nil {

@@ -147,7 +147,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	c := newCall(t, req, k, body)
 	if h := t.cfg.hooks.RequestStart; h != nil {
-		start := RequestStart{Method: req.Method, URL: redactURL(req), Step: stepOf(ctx)}
+		start := RequestStart{API: t.protocol(), Method: req.Method, URL: redactURL(req), Step: stepOf(ctx)}
 		start.Key, start.RequestID = t.keyOrRequestID(k.key)
 		ctx = h(ctx, start)
 	}

@@ -16,13 +16,10 @@ import (
 // into the attempt's header.
 func (in *instrumentation) attemptStart(ctx context.Context, a saferetry.AttemptStart) context.Context {
 	attrs := []attribute.KeyValue{attemptKey.Int(a.Number)}
-	name := "HTTP"
-	if r, ok := ctx.Value(in.key(requestLevel)).(*requestState); ok {
-		name = spanMethod(r.method)
-		attrs = append(attrs, methodAttrs(r.method)...)
-		attrs = append(attrs, semconv.URLFull(r.url))
-		attrs = append(attrs, serverAttrs(r.url)...)
-	}
+	name := spanMethod(a.Method)
+	attrs = append(attrs, methodAttrs(a.Method)...)
+	attrs = append(attrs, semconv.URLFull(a.URL))
+	attrs = append(attrs, serverAttrs(a.URL)...)
 	if a.Number > 1 {
 		attrs = append(attrs, semconv.HTTPRequestResendCount(a.Number-1))
 	}

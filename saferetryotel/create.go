@@ -14,6 +14,10 @@ type createState struct {
 	api  string
 }
 
+// createRefusalReason is the saferetry.retry.reason of a refusal of a
+// Create's own repost or lookup.
+const createRefusalReason = "create"
+
 // createStart opens the create's span; its requests' spans are its
 // children.
 func (in *instrumentation) createStart(ctx context.Context, c saferetry.CreateStart) context.Context {
@@ -28,6 +32,12 @@ func (in *instrumentation) createDone(ctx context.Context, c saferetry.CreateDon
 		return
 	}
 	s.span.SetAttributes(createOutcomeKey.String(c.Outcome), createPostsKey.Int(c.Posts), createLookupsKey.Int(c.Lookups))
+	if c.BudgetExhausted {
+		// A repost or a lookup of the create that the budget refused; the
+		// transport's own refusals are counted by attemptDone.
+		s.span.SetAttributes(budgetExhaustedKey.Bool(true))
+		in.metrics.refusals.Add(ctx, 1, metric.WithAttributes(retryReasonKey.String(createRefusalReason)))
+	}
 	end(s.span, 0, c.Err)
 	in.metrics.creates.Add(ctx, 1, metric.WithAttributes(apiKey.String(c.API), createOutcomeKey.String(c.Outcome)))
 }

@@ -49,6 +49,7 @@ func TestChiftCreateTrace(t *testing.T) {
   saferetry POST (internal, error: {description})
     | error.type: saferetry.ErrRequestAlreadyProcessed
     | http.request.method: POST
+    | http.response.status_code: 409
     | saferetry.api: chift
     | saferetry.attempts: 2
     | saferetry.idempotency_key: inv-F-1
@@ -107,14 +108,14 @@ func TestChiftCreateTrace(t *testing.T) {
 		t.Errorf("the server saw %q, want each attempt's own span %q", got, want)
 	}
 	diffMetrics(t, tel.metrics(t), map[string]int64{
-		"saferetry.attempts{error.type=io.EOF,http.request.method=POST}":                                                                               1,
-		"saferetry.attempts{error.type=409,http.request.method=POST,http.response.status_code=409}":                                                    1,
-		"saferetry.attempts{http.request.method=GET,http.response.status_code=200}":                                                                    1,
-		"saferetry.retries{saferetry.retry.reason=transport_error}":                                                                                    1,
-		"saferetry.creates{saferetry.api=chift,saferetry.create.outcome=recovered}":                                                                    1,
-		"saferetry.lookups{saferetry.api=chift,saferetry.step=lookup}":                                                                                 1,
-		"saferetry.request.duration{error.type=saferetry.ErrRequestAlreadyProcessed,http.request.method=POST,saferetry.api=chift,saferetry.step=post}": 1,
-		"saferetry.request.duration{http.request.method=GET,http.response.status_code=200,saferetry.api=chift,saferetry.step=lookup}":                  1,
+		"saferetry.attempts{error.type=io.EOF,http.request.method=POST}":                                                                                                             1,
+		"saferetry.attempts{error.type=409,http.request.method=POST,http.response.status_code=409}":                                                                                  1,
+		"saferetry.attempts{http.request.method=GET,http.response.status_code=200}":                                                                                                  1,
+		"saferetry.retries{saferetry.retry.reason=transport_error}":                                                                                                                  1,
+		"saferetry.creates{saferetry.api=chift,saferetry.create.outcome=recovered}":                                                                                                  1,
+		"saferetry.lookups{saferetry.api=chift,saferetry.step=lookup}":                                                                                                               1,
+		"saferetry.request.duration{error.type=saferetry.ErrRequestAlreadyProcessed,http.request.method=POST,http.response.status_code=409,saferetry.api=chift,saferetry.step=post}": 1,
+		"saferetry.request.duration{http.request.method=GET,http.response.status_code=200,saferetry.api=chift,saferetry.step=lookup}":                                                1,
 	})
 }
 
@@ -282,6 +283,7 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
   saferetry POST (internal, error: {description})
     | error.type: saferetry.ErrRequestAlreadyProcessed
     | http.request.method: POST
+    | http.response.status_code: 409
     | saferetry.api: chift
     | saferetry.attempts: 1
     | saferetry.idempotency_key: inv-F-2
@@ -326,13 +328,13 @@ func TestChiftCreateOutcomeUnknown(t *testing.T) {
 		t.Errorf("spans:\n%s\nwant:\n%s", got, want)
 	}
 	diffMetrics(t, tel.metrics(t), map[string]int64{
-		"saferetry.attempts{error.type=403,http.request.method=GET,http.response.status_code=403}":                                                     1,
-		"saferetry.attempts{error.type=409,http.request.method=POST,http.response.status_code=409}":                                                    1,
-		"saferetry.attempts{error.type=io.EOF,http.request.method=POST}":                                                                               1,
-		"saferetry.creates{saferetry.api=chift,saferetry.create.outcome=unknown}":                                                                      1,
-		"saferetry.lookups{saferetry.api=chift,saferetry.step=lookup}":                                                                                 1,
-		"saferetry.request.duration{error.type=403,http.request.method=GET,http.response.status_code=403,saferetry.api=chift,saferetry.step=lookup}":   1,
-		"saferetry.request.duration{error.type=saferetry.ErrOutcomeUnknown,http.request.method=POST,saferetry.api=chift,saferetry.step=post}":          1,
-		"saferetry.request.duration{error.type=saferetry.ErrRequestAlreadyProcessed,http.request.method=POST,saferetry.api=chift,saferetry.step=post}": 1,
+		"saferetry.attempts{error.type=403,http.request.method=GET,http.response.status_code=403}":                                                                                   1,
+		"saferetry.attempts{error.type=409,http.request.method=POST,http.response.status_code=409}":                                                                                  1,
+		"saferetry.attempts{error.type=io.EOF,http.request.method=POST}":                                                                                                             1,
+		"saferetry.creates{saferetry.api=chift,saferetry.create.outcome=unknown}":                                                                                                    1,
+		"saferetry.lookups{saferetry.api=chift,saferetry.step=lookup}":                                                                                                               1,
+		"saferetry.request.duration{error.type=403,http.request.method=GET,http.response.status_code=403,saferetry.api=chift,saferetry.step=lookup}":                                 1,
+		"saferetry.request.duration{error.type=saferetry.ErrOutcomeUnknown,http.request.method=POST,saferetry.api=chift,saferetry.step=post}":                                        1,
+		"saferetry.request.duration{error.type=saferetry.ErrRequestAlreadyProcessed,http.request.method=POST,http.response.status_code=409,saferetry.api=chift,saferetry.step=post}": 1,
 	})
 }

@@ -33,7 +33,7 @@
 // Attributes, with the span that carries each (C create, R request, A
 // attempt):
 //
-//	saferetry.api                     C R    "chift" or "zerohash"; R only when a create sent the request
+//	saferetry.api                     C R    "chift" or "zerohash"; R: the preset of the client that sent it, when it has one
 //	saferetry.idempotency_key         C R    C: the create's key (Chift's request id, zerohash's client_transfer_id);
 //	                                         R: the key the request carried, when the server deduplicates on it
 //	saferetry.request_id              R      the request id the Transport stamped when the server does not
@@ -45,7 +45,8 @@
 //	saferetry.step                    R      post, lookup or poll (saferetry.StepPost...), when a create sent the request
 //	saferetry.attempts                R      attempts made
 //	saferetry.outcome_unknown         R      the error matches saferetry.ErrOutcomeUnknown
-//	saferetry.retry_budget_exhausted  R A    a retry was due and the retry budget refused it (A: only when true)
+//	saferetry.retry_budget_exhausted  C R A  a retry was due and the retry budget refused it (C, A: only when true;
+//	                                         C: a repost or lookup of the create)
 //	saferetry.attempt                 A      the attempt's number, from 1
 //	saferetry.retry                   A      another attempt follows
 //	saferetry.retry.reason            A      why one was due: a saferetry.Reason... constant or "status_NNN"
@@ -57,7 +58,8 @@
 //	url.full                          R A    the URL without user info, query values REDACTED
 //	server.address, server.port       A      from the URL, the port from the scheme when it names none
 //	http.request.resend_count         A      the attempt's number - 1, absent on the first attempt
-//	http.response.status_code         R A    the answer's status, when one came
+//	http.response.status_code         R A    the answer's status, when one came (R: also when the Transport turned
+//	                                         it into an error, a 409 REQUEST_ALREADY_PROCESSED say)
 //	error.type                        C R A  see below
 //
 // The http.*, url.*, server.* and error.type attributes and the CLIENT
@@ -78,7 +80,7 @@
 //	name                              instrument         unit       attributes
 //	saferetry.attempts                Int64Counter       {attempt}  http.request.method, http.response.status_code, error.type
 //	saferetry.retries                 Int64Counter       {retry}    saferetry.retry.reason
-//	saferetry.retry_budget.refusals   Int64Counter       {refusal}  saferetry.retry.reason (of the retry refused)
+//	saferetry.retry_budget.refusals   Int64Counter       {refusal}  saferetry.retry.reason (of the retry refused; "create" for a Create's repost or lookup)
 //	saferetry.creates                 Int64Counter       {create}   saferetry.api, saferetry.create.outcome
 //	saferetry.lookups                 Int64Counter       {lookup}   saferetry.api, saferetry.step (lookup or poll)
 //	saferetry.request.duration        Float64Histogram   s          http.request.method, http.response.status_code,

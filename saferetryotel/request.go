@@ -22,10 +22,7 @@ type requestState struct {
 
 // requestStart opens the logical request's span and counts a lookup.
 func (in *instrumentation) requestStart(ctx context.Context, r saferetry.RequestStart) context.Context {
-	s := &requestState{start: time.Now(), method: r.Method, url: r.URL, step: r.Step}
-	if c, ok := ctx.Value(in.key(createLevel)).(*createState); ok {
-		s.api = c.api
-	}
+	s := &requestState{start: time.Now(), method: r.Method, url: r.URL, step: r.Step, api: r.API}
 	attrs := append(methodAttrs(r.Method), semconv.URLFull(r.URL))
 	switch {
 	case r.Key != "":

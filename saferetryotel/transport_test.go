@@ -2,6 +2,7 @@ package saferetryotel_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -183,4 +184,60 @@ func TestHooksDefaultToTheGlobals(t *testing.T) {
 		"saferetry.attempts{http.request.method=GET,http.response.status_code=200}":         1,
 		"saferetry.request.duration{http.request.method=GET,http.response.status_code=200}": 1,
 	})
+}
+
+// A zerohash create whose POST gets a gateway's 502 must be looked up;
+// with the budget's burst spent, the lookup is refused. The create says
+// so (outcome unknown, budget exhausted) and the refusals metric counts it
+// with the reason "create", beside the transport's own refusals.
+func TestCreateLookupRefusedByTheBudget(t *testing.T) {
+	tel := newTelemetry(t)
+	base := &headerRecorder{answer: func(req *http.Request) *http.Response {
+		return answer(req, http.StatusBadGateway, `{}`)
+	}}
+	client, err := saferetry.NewClient("http://api.test", saferetry.WithHTTPClient(&http.Client{Transport: base}),
+		saferetry.WithZeroHashAuth("key", "c2VjcmV0", "pass"), fast(), saferetry.WithMaxRetries(10),
+		saferetry.WithRetryBudget(0, 0), tel.tracing())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 { // 10 GETs of 10 retries each spend the burst of 100
+		resp, err := client.HTTPClient().Get("http://api.test/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	_, err = client.Transfers.Create(context.Background(), saferetry.TransferRequest{
+		ClientTransferID:    "payout-9",
+		FromParticipantCode: "PLAT01", FromAccountGroup: "PLAT01", ToParticipantCode: "CUST01", ToAccountGroup: "PLAT01",
+		Asset: "USD", Amount: "1.00",
+	})
+	if !errors.Is(err, saferetry.ErrOutcomeUnknown) || !errors.Is(err, saferetry.ErrRetryBudgetExhausted) {
+		t.Fatalf("create: %v; want outcome unknown, budget exhausted", err)
+	}
+	var create sdktrace.ReadOnlySpan
+	for _, s := range tel.ended() {
+		if s.Name() == "saferetry zerohash create" {
+			create = s
+		}
+	}
+	if create == nil {
+		t.Fatal("no create span")
+	}
+	attrs := map[string]string{}
+	for _, kv := range create.Attributes() {
+		attrs[string(kv.Key)] = kv.Value.Emit()
+	}
+	if create.Name() != "saferetry zerohash create" || attrs["saferetry.create.outcome"] != "unknown" ||
+		attrs["saferetry.retry_budget_exhausted"] != "true" || attrs["saferetry.create.lookups"] != "0" {
+		t.Errorf("create span %s %v", create.Name(), attrs)
+	}
+	m := tel.metrics(t)
+	if got := m["saferetry.retry_budget.refusals{saferetry.retry.reason=create}"]; got != 1 {
+		t.Errorf("create refusals %d, want 1; metrics %v", got, m)
+	}
+	if got := m["saferetry.creates{saferetry.api=zerohash,saferetry.create.outcome=unknown}"]; got != 1 {
+		t.Errorf("creates unknown %d, want 1; metrics %v", got, m)
+	}
 }
