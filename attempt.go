@@ -1,6 +1,7 @@
 package saferetry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -212,5 +213,59 @@ func logAttempt(ctx context.Context, l *slog.Logger, a Attempt) {
 	if a.Replayed {
 		attrs = append(attrs, slog.Bool("replayed", true))
 	}
+	if a.Reason != "" {
+		attrs = append(attrs, slog.String("reason", a.Reason))
+	}
+	if a.BudgetExhausted {
+		attrs = append(attrs, slog.Bool("budget_exhausted", true))
+	}
 	l.LogAttrs(ctx, level, "saferetry attempt", attrs...)
+}
+
+// logFailure writes the record of a logical request that ended in an
+// error: its retries are over, or it was never sent.
+func (c *call) logFailure(l *slog.Logger, err error) {
+	key, requestID := c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
+	attrs := []slog.Attr{
+		slog.String("method", c.req.Method), slog.String("url", redactURL(c.req)),
+		slog.Int("attempts", c.attempt), slog.Bool("outcome_unknown", errors.Is(err, ErrOutcomeUnknown)),
+	}
+	if key != "" {
+		attrs = append(attrs, slog.String("key", key))
+	}
+	if requestID != "" {
+		attrs = append(attrs, slog.String("request_id", requestID))
+	}
+	if c.budgetOut {
+		attrs = append(attrs, slog.Bool("budget_exhausted", true))
+	}
+	attrs = append(attrs, slog.String("error", err.Error()))
+	l.LogAttrs(c.ctx, slog.LevelWarn, "saferetry request failed", attrs...)
+}
+
+// logCreate writes the record of a Create's end: Debug when created,
+// Info when recovered or reposted (a lost answer or a failed POST was
+// overcome), Warn when it failed definitely, Error when its outcome is
+// unknown (someone must reconcile under the key).
+func logCreate(ctx context.Context, l *slog.Logger, d CreateDone) {
+	level := slog.LevelDebug
+	switch d.Outcome {
+	case "recovered", "reposted":
+		level = slog.LevelInfo
+	case "failed":
+		level = slog.LevelWarn
+	case "unknown":
+		level = slog.LevelError
+	}
+	attrs := []slog.Attr{
+		slog.String("api", d.API), slog.String("key", d.Key), slog.String("outcome", d.Outcome),
+		slog.Int("posts", d.Posts), slog.Int("lookups", d.Lookups),
+	}
+	if d.BudgetExhausted {
+		attrs = append(attrs, slog.Bool("budget_exhausted", true))
+	}
+	if d.Err != nil {
+		attrs = append(attrs, slog.String("error", d.Err.Error()))
+	}
+	l.LogAttrs(ctx, level, "saferetry create", attrs...)
 }

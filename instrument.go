@@ -209,25 +209,29 @@ func retryReason(resp *http.Response, err error, code string) string {
 	return "status_" + strconv.Itoa(resp.StatusCode)
 }
 
-// createHooks runs a Create's hooks around run.
-func createHooks[T any](ctx context.Context, h *Hooks, start CreateStart, run func(context.Context) (T, error), done func(T, error) CreateDone) (T, error) {
-	if h.CreateStart == nil && h.CreateDone == nil {
+// observeCreate runs a Create's hooks around run, and logs its end.
+func observeCreate[T any](ctx context.Context, cfg *config, start CreateStart, run func(context.Context) (T, error), done func(T, error) CreateDone) (T, error) {
+	h := &cfg.hooks
+	if h.CreateStart == nil && h.CreateDone == nil && cfg.logger == nil {
 		return run(ctx)
 	}
 	if h.CreateStart != nil {
 		ctx = h.CreateStart(ctx, start)
 	}
 	v, err := run(ctx)
-	if h.CreateDone != nil {
-		d := done(v, err)
-		d.API, d.Key, d.Err = start.API, start.Key, err
-		if err != nil {
-			d.Outcome = "failed"
-			if errors.Is(err, ErrOutcomeUnknown) {
-				d.Outcome = "unknown"
-			}
+	d := done(v, err)
+	d.API, d.Key, d.Err = start.API, start.Key, err
+	if err != nil {
+		d.Outcome = "failed"
+		if errors.Is(err, ErrOutcomeUnknown) {
+			d.Outcome = "unknown"
 		}
+	}
+	if h.CreateDone != nil {
 		h.CreateDone(ctx, d)
+	}
+	if cfg.logger != nil {
+		logCreate(ctx, cfg.logger, d)
 	}
 	return v, err
 }

@@ -371,17 +371,28 @@ func WithMaxBufferedBody(n int64) Option {
 	}
 }
 
-// WithLogger logs one record per attempt, the message "saferetry
-// attempt": at slog.LevelDebug when the attempt got an answer below 400,
-// at slog.LevelWarn when it failed or got 400 or more (whether it is
-// retried or not: see "retry"). Attributes: method, url (query values
-// REDACTED), key (the value of the key header: the idempotency key, or
-// zerohash's X-REQUEST-ID), attempt (from 1), status (0 when no answer),
-// sent (the request may have reached the server), retry (another attempt
-// follows), wait (before it), and when present code (Chift's error_code),
-// error, replayed. The level rule and these names are part of the API;
-// the error text is not. Headers and bodies are never logged. nil is
-// silent, the default.
+// WithLogger logs three kinds of records with log/slog (README "Logs"
+// has the table):
+//   - "saferetry attempt", one per attempt: at slog.LevelDebug when it got
+//     an answer below 400, at slog.LevelWarn when it failed or got 400 or
+//     more, retried or not. Attributes: method, url (query values
+//     REDACTED), attempt (from 1), status (0 when no answer), sent (the
+//     request may have reached the server), retry (another attempt
+//     follows), wait (before it), and when present key (the idempotency
+//     key) or request_id (zerohash's X-REQUEST-ID), reason (why a retry
+//     was due: Attempt.Reason), budget_exhausted (the retry budget refused
+//     it), code (Chift's error_code), error, replayed.
+//   - "saferetry request failed", at Warn, when a logical request ends in
+//     an error (the give-up): method, url, attempts, outcome_unknown,
+//     key or request_id, budget_exhausted when true, error.
+//   - "saferetry create", when Chift.Create or Transfers.Create returns:
+//     api, key, outcome, posts, lookups, budget_exhausted when true, error
+//     when any; at Debug when created, Info when recovered or reposted,
+//     Warn when failed, Error when the outcome is unknown.
+//
+// Messages, levels and attribute names are part of the API; the error
+// text is not. Headers and bodies are never logged. nil is silent, the
+// default.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		c.logger = l

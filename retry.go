@@ -157,6 +157,9 @@ func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
 	if h := c.t.cfg.hooks.RequestDone; h != nil {
 		c.requestDone(h, resp, err)
 	}
+	if l := c.t.cfg.logger; l != nil && err != nil {
+		c.logFailure(l, err)
+	}
 	if err != nil || resp == nil {
 		stop()
 		c.held.closeUnread()
