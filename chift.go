@@ -309,6 +309,15 @@ const maxChiftPosts = 3
 // repost and each lookup takes a retry from the Transport's retry budget,
 // as the transport's own retries do, so a Chift outage costs a Create
 // about 1.2 requests once the budget's burst is spent.
+//
+// Pass ctx with a deadline: under the default options a Create against a
+// Chift that accepts connections and never answers runs for up to about
+// 50 minutes (3 posts of 4 attempts of 90 s with waits of up to 30 s, and
+// after each post up to 2 minutes of log polls and one more lookup; README
+// "Chift"). When ctx ends, Create returns at once.
+//
+// On a client made for zerohash, or for neither API, Create returns an
+// error before anything is sent.
 func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreated, error) {
 	if err := s.client.requireAPI("Chift.Create", "chift"); err != nil {
 		return nil, err

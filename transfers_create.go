@@ -62,6 +62,13 @@ const (
 // POST may have been processed and the truth cannot be learned within the
 // context, the budget and the limits, the error matches ErrOutcomeUnknown
 // and carries the client_transfer_id (KeyFromError).
+//
+// Pass ctx with a deadline: zerohash documents no time limit and the SDK
+// sets no attempt timeout for it, so without a deadline, an http.Client
+// Timeout or WithAttemptTimeout, a server that accepts the connection and
+// never answers holds Create for ever. When ctx ends, Create returns at
+// once. On a client made for Chift, or for neither API, Create returns an
+// error before anything is sent.
 func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Transfer, error) {
 	if err := s.client.requireAPI("Transfers.Create", "zerohash"); err != nil {
 		return nil, err
