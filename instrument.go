@@ -17,12 +17,15 @@ import (
 // parent of its attempts'; the matching Done hook gets the context its
 // Start returned. They run on the goroutine that runs the request and
 // must not block. A Start hook must return ctx or a context derived from
-// it: the Transport keeps reading ctx's deadline and cancellation.
+// it: the Transport keeps reading ctx's deadline and cancellation (nil is
+// taken as ctx).
 type Hooks struct {
 	// RequestStart runs when a logical request begins, before its first
 	// attempt and before anything is sent.
 	RequestStart func(ctx context.Context, r RequestStart) context.Context
 	// AttemptStart runs before each attempt goes to the base transport.
+	// Changes it makes to the key header are undone: the key is the
+	// Transport's.
 	AttemptStart func(ctx context.Context, a AttemptStart) context.Context
 	// AttemptDone runs once an attempt ends: its answer's headers came, or
 	// it failed. The Attempt is the one WithObserver gets.
@@ -160,6 +163,15 @@ func joinDone[T any](a, b func(context.Context, T)) func(context.Context, T) {
 	return func(ctx context.Context, v T) { a(ctx, v); b(ctx, v) }
 }
 
+// hookContext is the context a Start hook returned, or ctx when it
+// returned nil.
+func hookContext(got, ctx context.Context) context.Context {
+	if got == nil {
+		return ctx
+	}
+	return got
+}
+
 // stepKey carries a Create's step to the Transport in a request's context.
 type stepKey struct{}
 
@@ -216,7 +228,7 @@ func observeCreate[T any](ctx context.Context, cfg *config, start CreateStart, r
 		return run(ctx)
 	}
 	if h.CreateStart != nil {
-		ctx = h.CreateStart(ctx, start)
+		ctx = hookContext(h.CreateStart(ctx, start), ctx)
 	}
 	v, err := run(ctx)
 	d := done(v, err)

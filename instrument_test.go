@@ -236,3 +236,43 @@ func TestAttemptReasons(t *testing.T) {
 type rtFunc func(*http.Request) (*http.Response, error)
 
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A hook that rewrites or drops the key header, or returns a nil context,
+// cannot change what is sent: every attempt carries the request's key.
+func TestHooksCannotChangeTheKey(t *testing.T) {
+	var keys []string
+	calls := 0
+	base := rtFunc(func(req *http.Request) (*http.Response, error) {
+		keys = append(keys, strings.Join(req.Header.Values(saferetry.DefaultRequestIDHeader), ","))
+		calls++
+		if calls == 1 {
+			return &http.Response{StatusCode: 503, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+		}
+		return &http.Response{StatusCode: 201, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+	})
+	hooks := saferetry.Hooks{
+		RequestStart: func(context.Context, saferetry.RequestStart) context.Context { return nil },
+		AttemptStart: func(_ context.Context, a saferetry.AttemptStart) context.Context {
+			if a.Number == 1 {
+				a.Header.Set(saferetry.DefaultRequestIDHeader, "hook-key")
+			} else {
+				a.Header.Del(saferetry.DefaultRequestIDHeader)
+			}
+			return nil
+		},
+	}
+	hc, err := saferetry.Wrap(&http.Client{Transport: base}, saferetry.WithHooks(hooks), saferetry.WithBackoff(time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", strings.NewReader("{}"))
+	req.Header.Set(saferetry.DefaultRequestIDHeader, "caller-key")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := []string{"caller-key", "caller-key"}; !slices.Equal(keys, want) {
+		t.Errorf("keys sent %q, want %q", keys, want)
+	}
+}

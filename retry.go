@@ -203,7 +203,15 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 	if header == nil {
 		header = http.Header{}
 	}
-	ctx := c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt + 1, Header: header})
+	keyValues := req.Header[c.t.cfg.header]
+	ctx := hookContext(c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt + 1, Header: header}), req.Context())
+	// The key header is the Transport's: a hook that changed or dropped
+	// it would send the attempt under another key, or none.
+	if keyValues == nil {
+		delete(header, c.t.cfg.header)
+	} else {
+		header[c.t.cfg.header] = keyValues
+	}
 	c.attemptCtx = ctx
 	out := req.WithContext(ctx)
 	out.Header = header

@@ -149,7 +149,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if h := t.cfg.hooks.RequestStart; h != nil {
 		start := RequestStart{API: t.protocol(), Method: req.Method, URL: redactURL(req), Step: stepOf(ctx)}
 		start.Key, start.RequestID = t.keyOrRequestID(k.key)
-		ctx = h(ctx, start)
+		ctx = hookContext(h(ctx, start), ctx)
 	}
 	c.ctx, c.attemptCtx = ctx, ctx
 	c.inherit(h, k.origin)
