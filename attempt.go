@@ -103,7 +103,7 @@ func (c *call) dropBody(req *http.Request) {
 }
 
 // withRequest makes sure resp names the request it answers, carrying the
-// call, which is how RequestKey finds the key; net/http sets it, other
+// call, which is how KeyFromResponse finds the key; net/http sets it, other
 // transports may not, or may set one whose context they replaced.
 func withRequest(resp *http.Response, req *http.Request) *http.Response {
 	if resp.Request == nil || resp.Request.Context().Value(callInfoKey{}) == nil {

@@ -91,6 +91,8 @@
 //
 // A key must be 1 to 255 printable ASCII characters; anything else is
 // refused before a byte is sent. The key a request carried can be read from
-// its response with RequestKey and from any error with KeyFromError; the id
-// a server echoes in X-Request-Id with ServerRequestID.
+// its response with KeyFromResponse and from any error with KeyFromError. A
+// request id the server does not deduplicate on (zerohash's X-REQUEST-ID)
+// is not a key: RequestIDFromResponse and RequestIDFromError read it, and
+// ServerRequestID the X-Request-Id a server answers with.
 package saferetry

@@ -20,10 +20,9 @@ type spanKey struct{}
 // hookRecorder writes one line per hook call: the event, the "span" it
 // opened or closed, and its parent, the span open in the context it got.
 type hookRecorder struct {
-	mu     sync.Mutex
-	lines  []string
-	n      int
-	header map[int]string // attempt span -> the traceparent it injected
+	mu    sync.Mutex
+	lines []string
+	n     int
 }
 
 func parentOf(ctx context.Context) string {

@@ -227,7 +227,7 @@ func TestCreateLookupRefusedByTheBudget(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, kv := range create.Attributes() {
-		attrs[string(kv.Key)] = kv.Value.Emit()
+		attrs[string(kv.Key)] = kv.Value.String()
 	}
 	if create.Name() != "saferetry zerohash create" || attrs["saferetry.create.outcome"] != "unknown" ||
 		attrs["saferetry.retry_budget_exhausted"] != "true" || attrs["saferetry.create.lookups"] != "0" {
