@@ -38,7 +38,15 @@ type bodySource struct {
 	callers bool          // get is the caller's GetBody: its bodies may hold resources
 	oneShot bool          // too large to buffer: one attempt only
 	once    io.ReadCloser // the body of that one attempt
+	// first is the first attempt's body over the buffered bytes, made
+	// with them; nil with GetBody.
+	first io.ReadCloser
 }
+
+// bytesBody is a buffered body that needs no closing.
+type bytesBody struct{ bytes.Reader }
+
+func (*bytesBody) Close() error { return nil }
 
 // newBodySource makes the body of req repeatable: through GetBody when the
 // request has it, else by buffering up to limit bytes. A larger body is
@@ -49,6 +57,9 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		return bodySource{}, nil
 	}
 	if req.GetBody != nil {
+		// Every attempt's body comes from GetBody, the first one's too:
+		// req.Body may have been read by an earlier RoundTrip of the same
+		// request (TestConfigHoldsSameRequestTwice).
 		req.Body.Close()
 		return bodySource{get: req.GetBody, length: req.ContentLength, callers: true}, nil
 	}
@@ -62,8 +73,9 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
 	}
 	req.Body.Close()
-	get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return bodySource{get: get, length: int64(len(buf))}, nil
+	get := func() (io.ReadCloser, error) { return &bytesBody{*bytes.NewReader(buf)}, nil }
+	first, _ := get()
+	return bodySource{get: get, length: int64(len(buf)), first: first}, nil
 }
 
 // heldBodies keeps the bodies the caller's GetBody handed out for one

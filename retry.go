@@ -95,14 +95,18 @@ type call struct {
 	// latest attempt, c.ctx without that hook.
 	attemptCtx context.Context
 
-	bo    backoff.ExponentialBackOff
+	bo    *backoff.ExponentialBackOff // made on the first retry
 	watch wireWatch
 	trace httptrace.ClientTrace
+	// Parts of the call that would otherwise be allocated on their own.
+	callCtx  callContext
+	respBody callBody
+	keyValue [1]string // the key header's value slice
 }
 
 func newCall(t *Transport, req *http.Request, k keyed, body bodySource) *call {
 	c := &call{t: t, req: req, ctx: req.Context(), attemptCtx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries,
-		hooksKey: originOf(req.URL)}
+		hooksKey: t.originKey(req.URL)}
 	c.watch.hook(&c.trace)
 	return c
 }
@@ -131,8 +135,8 @@ func (c *call) baseMayReplay() bool {
 // nextWait is the next jittered exponential wait. The schedule is set up
 // on the first retry: most requests never need one.
 func (c *call) nextWait() time.Duration {
-	if c.bo.Clock == nil {
-		c.bo = backoff.ExponentialBackOff{
+	if c.bo == nil {
+		c.bo = &backoff.ExponentialBackOff{
 			InitialInterval:     c.t.cfg.backoffInitial,
 			RandomizationFactor: backoff.DefaultRandomizationFactor,
 			Multiplier:          backoff.DefaultMultiplier,
@@ -165,11 +169,41 @@ func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
 		c.held.closeUnread()
 		return resp, err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func(error) {
-		stop()
-		c.held.closeUnread()
-	}}
+	// The body lives in the call, which outlives the response: no
+	// allocation of its own.
+	c.respBody = callBody{ReadCloser: resp.Body, stop: stop, held: &c.held}
+	resp.Body = &c.respBody
 	return resp, nil
+}
+
+// callBody is the response body the caller gets: closing it releases the
+// call's context and the bodies GetBody handed out that nobody read.
+type callBody struct {
+	io.ReadCloser
+	stop context.CancelFunc
+	held *heldBodies
+}
+
+func (b *callBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.stop()
+	b.held.closeUnread()
+	return err
+}
+
+// callContext is the context every attempt of the call runs under: the
+// caller's, with the call under callInfoKey. It lives in the call, so
+// making it allocates nothing.
+type callContext struct {
+	context.Context
+	c *call
+}
+
+func (x *callContext) Value(key any) any {
+	if key == (callInfoKey{}) {
+		return x.c
+	}
+	return x.Context.Value(key)
 }
 
 func (c *call) loop() (*http.Response, error) {
@@ -231,12 +265,29 @@ func (c *call) requestDone(h func(context.Context, RequestDone), resp *http.Resp
 	h(c.ctx, d)
 }
 
+// firstBody is the body of the next attempt: for the first, the one made
+// with the body source when it has one; for the others, a new one from
+// get, as the base transport may still hold the previous one.
+func (c *call) firstBody() (io.ReadCloser, error) {
+	if c.attempt > 0 {
+		return c.body.get()
+	}
+	if first := c.body.first; first != nil {
+		c.body.first = nil
+		return first, nil
+	}
+	return c.body.get()
+}
+
 // closeUnsentBody closes a one-shot body that never reached the base
 // transport (a token fetch failed first, say): the base closes the ones it
 // gets, so every body is closed exactly once.
 func (c *call) closeUnsentBody() {
 	if c.body.oneShot && !c.bodyHanded {
 		c.body.once.Close()
+	}
+	if c.body.first != nil { // no attempt took the caller's body
+		c.body.first.Close()
 	}
 }
 
@@ -259,13 +310,14 @@ func (c *call) finish(resp *http.Response, err, final error) (*http.Response, er
 // with the key set and a context that identifies the call and watches the
 // wire.
 func (c *call) request() *http.Request {
-	ctx := context.WithValue(c.ctx, callInfoKey{}, c)
-	ctx = httptrace.WithClientTrace(ctx, &c.trace)
+	c.callCtx = callContext{Context: c.ctx, c: c}
+	ctx := httptrace.WithClientTrace(&c.callCtx, &c.trace)
 	// A shallow copy: only the header map is written to, so only it is
 	// copied; a full Clone would copy the URL and more on every request.
 	clone := c.req.WithContext(ctx)
 	if c.tidy {
-		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.key)
+		c.keyValue[0] = c.key
+		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.keyValue[:])
 	}
 	clone.RequestURI = ""
 	return clone
@@ -299,7 +351,7 @@ func (c *call) attemptRequest(shared *http.Request) (*http.Request, error) {
 	case c.body.oneShot:
 		req.Body, req.ContentLength = c.body.once, c.body.length
 	case c.body.get != nil:
-		body, err := c.body.get() // given to the base, which closes it
+		body, err := c.firstBody() // given to the base, which closes it
 		if err != nil {
 			return nil, fmt.Errorf("saferetry: rewinding the request body: %w", err)
 		}

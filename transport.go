@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -32,9 +33,24 @@ type Transport struct {
 	// an attempt can be seen. Until then requests to an origin give it no
 	// means to resend anything.
 	hooksSeen sync.Map
+	// lastOrigin is the origin of the latest request, so that a Transport
+	// that talks to one API builds its origin string once.
+	lastOrigin atomic.Pointer[origin]
 }
 
+type origin struct{ scheme, host, key string }
+
 func originOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// originKey is originOf(u), from lastOrigin when it is u's origin.
+func (t *Transport) originKey(u *url.URL) string {
+	if o := t.lastOrigin.Load(); o != nil && o.scheme == u.Scheme && o.host == u.Host {
+		return o.key
+	}
+	o := &origin{scheme: u.Scheme, host: u.Host, key: originOf(u)}
+	t.lastOrigin.Store(o)
+	return o.key
+}
 
 // hooksFire: the base has fired the trace hooks for origin (originOf).
 func (t *Transport) hooksFire(origin string) bool {
@@ -270,15 +286,18 @@ func distinctValues(values []string) []string {
 
 // withKey returns a copy of h with key as the only value of name (none if
 // key is ""), every other spelling of name removed.
-func withKey(h http.Header, name, key string) http.Header {
+// withKey returns a copy of h whose only key header is name with the
+// values keyValue (one key, or none when empty or holding ""); the value
+// slices are shared with h, which is not modified.
+func withKey(h http.Header, name string, keyValue []string) http.Header {
 	out := make(http.Header, len(h)+1)
 	for k, vs := range h {
 		if !strings.EqualFold(k, name) {
 			out[k] = vs
 		}
 	}
-	if key != "" {
-		out[name] = []string{key}
+	if len(keyValue) > 0 && keyValue[0] != "" {
+		out[name] = keyValue
 	}
 	return out
 }
