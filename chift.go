@@ -560,7 +560,7 @@ func (c *chiftCreate) typed(last error) error {
 func (c *chiftCreate) readLog(ctx context.Context, processed bool, cause error) (created *ChiftCreated, again bool, err error) {
 	polls := c.s.client.transport.cfg.backOff(chiftPollLimit)
 	last := cause
-	for {
+	for n := 0; ; n++ {
 		if ctx.Err() != nil {
 			return nil, false, c.unknown("the context ended before Chift's log told the outcome", last)
 		}
@@ -568,7 +568,7 @@ func (c *chiftCreate) readLog(ctx context.Context, processed bool, cause error) 
 			return nil, false, c.unknown("the retry budget refused a lookup in Chift's log",
 				&chiftBudgetError{requestID: c.in.RequestID, what: "lookup in Chift's monitoring log", last: last})
 		}
-		t, resp, err := c.s.lookup(withStep(ctx, lookupStep(c.lookups)), c.in.ConsumerID, c.in.ConnectionID, c.in.RequestID)
+		t, resp, err := c.s.lookup(withStep(ctx, lookupStep(n)), c.in.ConsumerID, c.in.ConnectionID, c.in.RequestID)
 		c.lookups++
 		switch {
 		case err == nil:

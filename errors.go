@@ -401,14 +401,37 @@ func provenUnsent(err error) bool {
 	return errors.As(err, &reqErr) && !reqErr.MaybeSent
 }
 
+// createKeyed is an error of a create that knows the create's idempotency
+// key: Chift's request id or zerohash's client_transfer_id.
+type createKeyed interface{ createKey() string }
+
+func (e *OutcomeError) createKey() string              { return e.Key }
+func (e *NotCreatedError) createKey() string           { return e.ClientTransferID }
+func (e *TransferMismatchError) createKey() string     { return e.ClientTransferID }
+func (e *ChiftRequestIDReusedError) createKey() string { return e.RequestID }
+func (e *ChiftRequestIDSpentError) createKey() string  { return e.RequestID }
+func (e *ChiftRateLimitedError) createKey() string     { return e.RequestID }
+func (e *refusedCreate) createKey() string             { return e.key }
+
+// refusedCreate is a create's definite refusal, err as the server gave it,
+// with the create's key for KeyFromError; its message is err's.
+type refusedCreate struct {
+	key string
+	err error
+}
+
+func (e *refusedCreate) Error() string { return e.err.Error() }
+func (e *refusedCreate) Unwrap() error { return e.err }
+
 // KeyFromError returns the idempotency key carried by the request that
-// produced err, or "" if err does not say.
+// produced err, or "" if err does not say. For an error of Chift.Create or
+// Transfers.Create it is the create's key (request id, client_transfer_id).
 func KeyFromError(err error) string {
-	// OutcomeError first: it may wrap the error of one attempt, whose key
-	// is that attempt's request id, not the key of the create.
-	var outcomeErr *OutcomeError
-	if errors.As(err, &outcomeErr) {
-		return outcomeErr.Key
+	// A create's error first: it may wrap the error of one attempt, whose
+	// key is that attempt's, not the create's (under zerohash, none).
+	var create createKeyed
+	if errors.As(err, &create) {
+		return create.createKey()
 	}
 	var reqErr *RequestError
 	if errors.As(err, &reqErr) && reqErr.Key != "" {
@@ -424,7 +447,9 @@ func KeyFromError(err error) string {
 // RequestIDFromError returns the request id carried by the request that
 // produced err when its header is not deduplicated on (zerohash's
 // X-REQUEST-ID), or "" if err does not say. An idempotency key is
-// KeyFromError's; at most one of the two is set.
+// KeyFromError's; a request carries one or the other, never both, but the
+// error of a Transfers.Create names the create's client_transfer_id and
+// holds the X-REQUEST-ID of its last request.
 func RequestIDFromError(err error) string {
 	var reqErr *RequestError
 	if errors.As(err, &reqErr) && reqErr.RequestID != "" {

@@ -28,7 +28,10 @@ type Hooks struct {
 	// Transport's.
 	AttemptStart func(ctx context.Context, a AttemptStart) context.Context
 	// AttemptDone runs once an attempt ends: its answer's headers came, or
-	// it failed. The Attempt is the one WithObserver gets.
+	// it failed (before reaching the base transport too: a Chift token
+	// that could not be had). The Attempt is the one WithObserver gets.
+	// When the base transport panics, the Done hooks of the attempt and
+	// the request run, with ErrBasePanicked, before the panic goes on.
 	AttemptDone func(ctx context.Context, a Attempt)
 	// RequestDone runs when the logical request ends: its response is
 	// handed to the caller (the body is still unread), or its error.
@@ -108,8 +111,11 @@ type CreateDone struct {
 	// "unknown" when Err matches ErrOutcomeUnknown; "failed" otherwise
 	// (a definite refusal, or nothing was sent).
 	Outcome string
-	Posts   int // POSTs sent
-	Lookups int // lookups and polls sent
+	// Posts counts the POSTs made, Lookups the lookups and polls: each is
+	// one logical request, whose attempts may all have ended before
+	// reaching the server (a Chift token that could not be had).
+	Posts   int
+	Lookups int
 	// BudgetExhausted: the retry budget refused a repost or a lookup the
 	// create needed (Err then matches ErrRetryBudgetExhausted). A refusal
 	// of the Transport's own retries within one request is that
@@ -150,7 +156,10 @@ func joinStart[T any](a, b func(context.Context, T) context.Context) func(contex
 		}
 		return a
 	}
-	return func(ctx context.Context, v T) context.Context { return b(a(ctx, v), v) }
+	return func(ctx context.Context, v T) context.Context {
+		ctx = hookContext(a(ctx, v), ctx)
+		return hookContext(b(ctx, v), ctx)
+	}
 }
 
 func joinDone[T any](a, b func(context.Context, T)) func(context.Context, T) {
@@ -184,7 +193,8 @@ func stepOf(ctx context.Context) string {
 	return s
 }
 
-// lookupStep is StepLookup for a Create's first lookup, StepPoll after.
+// lookupStep is StepLookup for the first lookup after an unknown outcome
+// (n = 0), StepPoll for the ones that repeat it.
 func lookupStep(n int) string {
 	if n == 0 {
 		return StepLookup

@@ -391,8 +391,9 @@ func WithMaxBufferedBody(n int64) Option {
 //     Warn when failed, Error when the outcome is unknown.
 //
 // Messages, levels and attribute names are part of the API; the error
-// text is not. Headers and bodies are never logged. nil is silent, the
-// default.
+// text is not. Headers and bodies are never logged, but an error's text
+// carries a refused answer's message as APIError.Error writes it (at most
+// 200 bytes of a body that is not JSON). nil is silent, the default.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) error {
 		c.logger = l

@@ -92,8 +92,10 @@ type call struct {
 	budgetOut                    bool   // a retry was refused by the retry budget
 	wait                         time.Duration
 	// attemptCtx is the context Hooks.AttemptStart returned for the
-	// latest attempt, c.ctx without that hook.
-	attemptCtx context.Context
+	// latest attempt, c.ctx without that hook; attemptOpen: that attempt
+	// has not been reported yet.
+	attemptCtx  context.Context
+	attemptOpen bool
 
 	bo    *backoff.ExponentialBackOff // made on the first retry
 	watch wireWatch
@@ -157,6 +159,9 @@ func useLastResponse(*http.Request, []*http.Request) error { return http.ErrUseL
 // response, or when the caller closes the response body.
 func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
 	defer c.closeUnsentBody()
+	if h := &c.t.cfg.hooks; h.AttemptDone != nil || h.RequestDone != nil {
+		defer c.endOnPanic()
+	}
 	resp, err := c.loop()
 	if h := c.t.cfg.hooks.RequestDone; h != nil {
 		c.requestDone(h, resp, err)
@@ -216,6 +221,7 @@ func (c *call) loop() (*http.Response, error) {
 		if c.t.cfg.hooks.AttemptStart != nil {
 			req = c.startAttempt(req)
 		}
+		c.attemptOpen = true
 		resp, err := c.send(req)
 		retry, final := c.checkRetry(resp, err)
 		if !retry {
@@ -230,6 +236,31 @@ func (c *call) loop() (*http.Response, error) {
 	}
 }
 
+// ErrBasePanicked is the error the Done hooks see for an attempt, and its
+// request, during which the base transport panicked; the panic then goes
+// on to the caller.
+var ErrBasePanicked = errors.New("saferetry: the base transport panicked")
+
+// endOnPanic, deferred, runs the Done hooks of the attempt in flight and
+// of the request when the base transport panics, so that no span is left
+// open, and panics on.
+func (c *call) endOnPanic() {
+	p := recover()
+	if p == nil {
+		return
+	}
+	hooks := &c.t.cfg.hooks
+	if c.attemptOpen && hooks.AttemptDone != nil {
+		a := Attempt{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt, Err: ErrBasePanicked, Sent: true}
+		a.Key, a.RequestID = c.t.keyOrRequestID(c.key)
+		hooks.AttemptDone(c.attemptCtx, a)
+	}
+	if hooks.RequestDone != nil {
+		c.requestDone(hooks.RequestDone, nil, ErrBasePanicked)
+	}
+	panic(p)
+}
+
 // startAttempt runs Hooks.AttemptStart for the attempt req is about to
 // carry, on a copy of req with its own header.
 func (c *call) startAttempt(req *http.Request) *http.Request {
@@ -240,10 +271,14 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 	keyValues := req.Header[c.t.cfg.header]
 	ctx := hookContext(c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt + 1, Header: header}), req.Context())
 	// The key header is the Transport's: a hook that changed or dropped
-	// it would send the attempt under another key, or none.
-	if keyValues == nil {
-		delete(header, c.t.cfg.header)
-	} else {
+	// it, under any spelling of its name, would send the attempt under
+	// another key, or two, or none.
+	for k := range header {
+		if strings.EqualFold(k, c.t.cfg.header) {
+			delete(header, k)
+		}
+	}
+	if keyValues != nil {
 		header[c.t.cfg.header] = keyValues
 	}
 	c.attemptCtx = ctx
@@ -699,6 +734,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 	if retry || c.budgetOut {
 		a.Reason = retryReason(resp, err, c.code)
 	}
+	c.attemptOpen = false
 	if cfg.hooks.AttemptDone != nil {
 		cfg.hooks.AttemptDone(c.attemptCtx, a)
 	}

@@ -263,7 +263,7 @@ func (r *createRun) stop(reason string, cause error) error {
 // POST that may have been processed, that answer does not settle it.
 func (r *createRun) rejected() error {
 	if !r.maybeProcessed {
-		return r.lastErr
+		return &refusedCreate{key: r.req.ClientTransferID, err: r.lastErr}
 	}
 	return r.unknown("an earlier post may have created it, and a repost was refused", r.lastErr)
 }
@@ -321,7 +321,7 @@ func (r *createRun) lookup(ctx context.Context, untilFound bool) (*Transfer, err
 		lastErr error
 		wait    time.Duration
 	)
-	for range lookupRetries + 1 {
+	for n := range lookupRetries + 1 {
 		if reason, cause := r.pace(ctx, wait); reason != "" {
 			last := lastErr
 			if last == nil {
@@ -329,7 +329,7 @@ func (r *createRun) lookup(ctx context.Context, untilFound bool) (*Transfer, err
 			}
 			return nil, r.unknown(reason+" before the id could be looked up", withCause(cause, last))
 		}
-		found, resp, err := r.s.findAll(withStep(ctx, lookupStep(r.lookups)), r.req.ClientTransferID)
+		found, resp, err := r.s.findAll(withStep(ctx, lookupStep(n)), r.req.ClientTransferID)
 		r.lookups++
 		lastErr = err
 		switch {

@@ -62,7 +62,7 @@ func retryAttrs(a saferetry.Attempt) []attribute.KeyValue {
 // countAttempt counts the attempt, and the retry it was followed by or
 // the retry budget refused.
 func (in *instrumentation) countAttempt(ctx context.Context, a saferetry.Attempt) {
-	attrs := append(methodAttrs(a.Method), outcomeAttrs(a.StatusCode, a.Err)...)
+	attrs := append([]attribute.KeyValue{metricMethod(a.Method)}, outcomeAttrs(a.StatusCode, a.Err)...)
 	in.metrics.attempts.Add(ctx, 1, metric.WithAttributes(attrs...))
 	reason := metric.WithAttributes(retryReasonKey.String(a.Reason))
 	if a.Retry {

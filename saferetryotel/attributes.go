@@ -53,6 +53,16 @@ func methodAttrs(method string) []attribute.KeyValue {
 	return []attribute.KeyValue{semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(method)}
 }
 
+// metricMethod is http.request.method for a metric: "_OTHER" for a
+// method semantic conventions do not know, never the original, so a
+// made-up method cannot add a series.
+func metricMethod(method string) attribute.KeyValue {
+	if knownMethods[method] {
+		return semconv.HTTPRequestMethodKey.String(method)
+	}
+	return semconv.HTTPRequestMethodOther
+}
+
 // spanMethod is the method as a span name shows it: "HTTP" when semantic
 // conventions do not know it.
 func spanMethod(method string) string {

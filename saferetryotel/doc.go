@@ -17,10 +17,13 @@
 //	saferetry zerohash create  INTERNAL  Transfers.Create                                   the caller's span
 //	saferetry {method}         INTERNAL  logical request: one RoundTrip, retries included,  the create's span, else the caller's
 //	                                     until its answer's headers or its error return
-//	{method}                   CLIENT    attempt: what went to the base transport           the request's span
+//	{method}                   CLIENT    attempt: one try of the request                    the request's span
 //
 // {method} is the request's method, "HTTP" for a method HTTP semantic
-// conventions do not know. Each attempt writes its span's context into its
+// conventions do not know. An attempt is every try, one that ended before
+// reaching the base transport included (its Chift token could not be had:
+// saferetry.sent false, error.type the token endpoint's answer); it counts
+// in saferetry.attempts too. Each attempt writes its span's context into its
 // headers with the propagator (a W3C traceparent with
 // propagation.TraceContext), so the server's span is the attempt's child.
 //
@@ -39,7 +42,7 @@
 //	saferetry.request_id              R      the request id the Transport stamped when the server does not
 //	                                         deduplicate on it (zerohash's X-REQUEST-ID)
 //	saferetry.create.outcome          C      created, recovered, reposted, unknown (saferetry.ErrOutcomeUnknown) or failed
-//	saferetry.create.posts            C      POSTs sent
+//	saferetry.create.posts            C      POSTs made
 //	saferetry.create.lookups          C      lookups and polls sent
 //	saferetry.create.resumed          C      FirstSentAt was set: an earlier run may have sent the create
 //	saferetry.step                    R      post, lookup or poll (saferetry.StepPost...), when a create sent the request

@@ -22,7 +22,7 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 // a request.
 func newInstruments(meter metric.Meter) instruments {
 	return instruments{
-		attempts: counter(meter, "saferetry.attempts", "{attempt}", "Attempts sent to the base transport, each logical request's retries included."),
+		attempts: counter(meter, "saferetry.attempts", "{attempt}", "Attempts made (every try of a logical request, its retries included; one that failed before reaching the base transport too)."),
 		retries:  counter(meter, "saferetry.retries", "{retry}", "Attempts that ended with another attempt due, by the reason it was due."),
 		refusals: counter(meter, "saferetry.retry_budget.refusals", "{refusal}", "Retries that were due and that the retry budget refused."),
 		creates:  counter(meter, "saferetry.creates", "{create}", "Chift.Create and Transfers.Create calls that returned, by outcome."),

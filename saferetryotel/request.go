@@ -60,7 +60,7 @@ func (in *instrumentation) requestDone(ctx context.Context, d saferetry.RequestD
 	}
 	s.span.SetAttributes(attemptsKey.Int(d.Attempts), outcomeUnknownKey.Bool(d.OutcomeUnknown), budgetExhaustedKey.Bool(d.BudgetExhausted))
 	end(s.span, d.StatusCode, d.Err)
-	attrs := append(methodAttrs(s.method), s.createAttrs()...)
+	attrs := append([]attribute.KeyValue{metricMethod(s.method)}, s.createAttrs()...)
 	attrs = append(attrs, outcomeAttrs(d.StatusCode, d.Err)...)
 	in.metrics.duration.Record(ctx, time.Since(s.start).Seconds(), metric.WithAttributes(attrs...))
 }
