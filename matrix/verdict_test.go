@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,7 +18,7 @@ const (
 	kindTwice       = "processed twice"
 	kindLost        = "lost"
 	kindUntyped     = "error after a possible send does not match ErrOutcomeUnknown"
-	kindWrongKey    = "KeyFromError is not the key the server saw"
+	kindWrongKey    = "KeyFromError (or RequestIDFromError) is not the key the server saw"
 	kindKeyChanged  = "key changed between attempts"
 	kindBodyClose   = "request body not closed exactly once"
 	kindRewoundLeak = "a body GetBody handed out was never closed"
@@ -166,11 +167,15 @@ func (j *judgement) checkOutcome() {
 	}
 }
 
-// checkKey: one key on every attempt, and the error carries it.
+// checkKey: one key on every attempt, and the error carries it: as the
+// idempotency key (KeyFromError), or, under zerohash, whose X-REQUEST-ID
+// is not deduplicated on, as the request id (RequestIDFromError); never
+// both.
 func (j *judgement) checkKey() {
 	if j.got.err != nil && j.maySent {
-		if k := saferetry.KeyFromError(j.got.err); k != j.serverKey {
-			j.say(kindWrongKey, "KeyFromError=%q, the server saw %q", k, j.serverKey)
+		key, requestID := saferetry.KeyFromError(j.got.err), saferetry.RequestIDFromError(j.got.err)
+		if cmp.Or(key, requestID) != j.serverKey || (key != "" && requestID != "") {
+			j.say(kindWrongKey, "KeyFromError=%q, RequestIDFromError=%q, the server saw %q", key, requestID, j.serverKey)
 		}
 	}
 	for _, at := range j.op.arrivals {
