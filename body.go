@@ -43,11 +43,6 @@ type bodySource struct {
 	first io.ReadCloser
 }
 
-// bytesBody is a buffered body that needs no closing.
-type bytesBody struct{ bytes.Reader }
-
-func (*bytesBody) Close() error { return nil }
-
 // newBodySource makes the body of req repeatable: through GetBody when the
 // request has it, else by buffering up to limit bytes. A larger body is
 // sent once, as it streams, and never retried. req.Body is closed exactly
@@ -73,7 +68,10 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
 	}
 	req.Body.Close()
-	get := func() (io.ReadCloser, error) { return &bytesBody{*bytes.NewReader(buf)}, nil }
+	// io.NopCloser over a *bytes.Reader: net/http knows it is in memory
+	// and writes it with the headers (a type of our own would make it
+	// flush the headers first, one more write per request).
+	get := func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	first, _ := get()
 	return bodySource{get: get, length: int64(len(buf)), first: first}, nil
 }

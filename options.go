@@ -70,6 +70,7 @@ type config struct {
 	observer        func(Attempt)
 	hooks           Hooks
 	newKey          func() (string, error)
+	customKeys      bool // newKey is WithKeyGenerator's: its keys are validated
 	httpClient      *http.Client
 	signer          *zeroHashSigner
 	apiOrigin       *url.URL
@@ -421,7 +422,7 @@ func WithKeyGenerator(f func() (string, error)) Option {
 		if f == nil {
 			return errors.New("saferetry: WithKeyGenerator: nil func")
 		}
-		c.newKey = f
+		c.newKey, c.customKeys = f, true
 		return nil
 	}
 }

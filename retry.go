@@ -68,6 +68,7 @@ type call struct {
 	origin   string // keyed.origin
 	hooksKey string // originOf(req.URL), computed once for the hooksSeen lookups
 	tidy     bool   // the caller's key header must be rewritten as one canonical header
+	absent   bool   // keyed.absent
 	body     bodySource
 
 	attempt    int
@@ -107,7 +108,7 @@ type call struct {
 }
 
 func newCall(t *Transport, req *http.Request, k keyed, body bodySource) *call {
-	c := &call{t: t, req: req, ctx: req.Context(), attemptCtx: req.Context(), key: k.key, tidy: k.tidy, body: body, maxRetries: t.cfg.maxRetries,
+	c := &call{t: t, req: req, ctx: req.Context(), attemptCtx: req.Context(), key: k.key, tidy: k.tidy, absent: k.absent, body: body, maxRetries: t.cfg.maxRetries,
 		hooksKey: t.originKey(req.URL)}
 	c.watch.hook(&c.trace)
 	return c
@@ -352,7 +353,11 @@ func (c *call) request() *http.Request {
 	clone := c.req.WithContext(ctx)
 	if c.tidy {
 		c.keyValue[0] = c.key
-		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.keyValue[:])
+		if c.absent {
+			clone.Header = withAddedKey(c.req.Header, c.t.cfg.header, c.keyValue[:])
+		} else {
+			clone.Header = withKey(c.req.Header, c.t.cfg.header, c.keyValue[:])
+		}
 	}
 	clone.RequestURI = ""
 	return clone
@@ -489,6 +494,12 @@ func silentOnKey(status int) bool {
 
 // mutates: the method may change something on the server.
 func (c *call) mutates() bool {
+	switch c.req.Method {
+	case http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete:
+		return true
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return false
+	}
 	switch strings.ToUpper(c.req.Method) {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return false

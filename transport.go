@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -38,7 +39,10 @@ type Transport struct {
 	lastOrigin atomic.Pointer[origin]
 }
 
-type origin struct{ scheme, host, key string }
+type origin struct {
+	scheme, host, key string
+	hooksFire         atomic.Bool // hooksSeen holds key: read without the map
+}
 
 func originOf(u *url.URL) string { return u.Scheme + "://" + u.Host }
 
@@ -53,8 +57,17 @@ func (t *Transport) originKey(u *url.URL) string {
 }
 
 // hooksFire: the base has fired the trace hooks for origin (originOf).
+// The latest origin remembers a yes, so a Transport that talks to one API
+// reads the map only until then.
 func (t *Transport) hooksFire(origin string) bool {
+	o := t.lastOrigin.Load()
+	if o != nil && o.key == origin && o.hooksFire.Load() {
+		return true
+	}
 	_, ok := t.hooksSeen.Load(origin)
+	if ok && o != nil && o.key == origin {
+		o.hooksFire.Store(true)
+	}
 	return ok
 }
 
@@ -228,6 +241,8 @@ type keyed struct {
 	// the key (the caller wrote it in another case, twice, or not at all),
 	// or, with no key, removed (a copy of an earlier request's key).
 	tidy bool
+	// absent: the request holds the key header under no spelling.
+	absent bool
 }
 
 // key returns the key the request carries (its header found whatever the
@@ -235,7 +250,7 @@ type keyed struct {
 // none. net/http's nil marker (Header[name] = nil: "idempotent, send no
 // header") counts as no key.
 func (t *Transport) key(req *http.Request, h hop) (keyed, error) {
-	values, canonical := headerValues(req.Header, t.cfg.header)
+	values, canonical, absent := headerValues(req.Header, t.cfg.header)
 	if h.origin != "" {
 		// http.Client copied the caller's key onto the new request: it is
 		// the earlier request's key, not this one's.
@@ -250,20 +265,32 @@ func (t *Transport) key(req *http.Request, h hop) (keyed, error) {
 	if h.same != nil {
 		return keyed{key: h.same.key, tidy: true}, nil // a 307 or 308: the same request
 	}
-	if !t.cfg.stampAll && !t.cfg.stampMethods[strings.ToUpper(req.Method)] {
+	if !t.cfg.stampAll && !t.stamps(req.Method) {
 		return keyed{origin: h.origin, tidy: h.origin != "" && !canonical}, nil
 	}
 	key, err := t.cfg.newKey()
 	if err != nil {
 		return keyed{}, fmt.Errorf("saferetry: generating key: %w", err)
 	}
-	return keyed{key: key, tidy: true, origin: h.origin}, t.validateKey(key)
+	if !t.cfg.customKeys {
+		return keyed{key: key, tidy: true, absent: absent, origin: h.origin}, nil // a UUIDv4: valid by construction
+	}
+	return keyed{key: key, tidy: true, absent: absent, origin: h.origin}, t.validateKey(key)
+}
+
+// stamps: requests of method get a key; the method as net/http spells the
+// standard ones needs no case folding.
+func (t *Transport) stamps(method string) bool {
+	if stamped, ok := t.cfg.stampMethods[method]; ok {
+		return stamped
+	}
+	return t.cfg.stampMethods[strings.ToUpper(method)]
 }
 
 // headerValues collects the values of name under every spelling of it in
 // h. canonical reports that h holds exactly one value, under the canonical
 // name, so the request can travel as it is.
-func headerValues(h http.Header, name string) (values []string, canonical bool) {
+func headerValues(h http.Header, name string) (values []string, canonical, absent bool) {
 	spellings := 0
 	for k, vs := range h {
 		if k == name || strings.EqualFold(k, name) {
@@ -271,7 +298,7 @@ func headerValues(h http.Header, name string) (values []string, canonical bool) 
 			values = append(values, vs...)
 		}
 	}
-	return values, spellings == 1 && len(h[name]) == 1
+	return values, spellings == 1 && len(h[name]) == 1, spellings == 0
 }
 
 func distinctValues(values []string) []string {
@@ -280,6 +307,19 @@ func distinctValues(values []string) []string {
 		if !slices.Contains(out, v) {
 			out = append(out, v)
 		}
+	}
+	return out
+}
+
+// withAddedKey is withKey for a header that holds no spelling of name:
+// a plain copy, which the runtime makes without hashing each entry again.
+func withAddedKey(h http.Header, name string, keyValue []string) http.Header {
+	out := maps.Clone(h)
+	if out == nil {
+		out = make(http.Header, 1)
+	}
+	if len(keyValue) > 0 && keyValue[0] != "" {
+		out[name] = keyValue
 	}
 	return out
 }

@@ -12,6 +12,8 @@
 //	go run .                     # the full figures
 //	go run . -out results.md     # also write the markdown to a file
 //	go run . -cpuprofile cpu.out # profile the happy-path scenario
+//	go run . -paired 21          # the happy path only, each round raw and a library back to back
+//	go run . -only saferetry -n 2000  # one library alone, for valgrind --tool=callgrind
 package main
 
 import (
@@ -69,7 +71,21 @@ func main() {
 	out := flag.String("out", "", "also write the markdown report to this file")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the happy-path scenario to this file")
 	createsOnly := flag.Bool("creates", false, "only the create flows in an outage: requests per logical create")
+	paired := flag.Int("paired", 0, "only the happy path, paired with raw net/http: this many rounds")
+	only := flag.String("only", "", "send -n sequential requests with one library (raw, saferetry, go-retryablehttp) and exit: for valgrind --tool=callgrind")
+	n := flag.Int("n", 2000, "requests for -only")
 	flag.Parse()
+	if *only != "" {
+		if err := runOnly(*only, *n); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	if *paired > 0 {
+		reportPaired(os.Stdout, runPaired(*paired, 2000, 4000, 32, 2000))
+		return
+	}
 	if *createsOnly {
 		cfg := newConfig(*quick)
 		reportCreateOutage(os.Stdout, cfg, runCreateOutage(cfg))
