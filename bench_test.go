@@ -139,3 +139,67 @@ func BenchmarkRetryBudgetParallel(b *testing.B) {
 		}
 	})
 }
+
+// flakyOnce answers every other request 503: each logical request through
+// a Transport takes one retry.
+type flakyOnce struct{ n int }
+
+func (f *flakyOnce) RoundTrip(r *http.Request) (*http.Response, error) {
+	f.n++
+	resp, _ := okTransport{}.RoundTrip(r)
+	if f.n%2 == 1 {
+		resp.StatusCode = http.StatusServiceUnavailable
+	}
+	return resp, nil
+}
+
+// BenchmarkRoundTripRetry is one logical POST that takes a retry: the 503,
+// the policy, the backoff schedule (its waits cut to nothing here), and a
+// second attempt with the same key and a rewound body.
+func BenchmarkRoundTripRetry(b *testing.B) {
+	tr, err := NewTransport(&flakyOnce{}, WithoutRetryBudget())
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr.cfg.backoffInitial, tr.cfg.backoffMax = time.Nanosecond, time.Nanosecond
+	runRoundTrips(b, tr)
+}
+
+// chiftTokenTransport answers Chift's POST /token with a token valid for
+// an hour, and everything else 200.
+type chiftTokenTransport struct{}
+
+func (chiftTokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == "/token" {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		body := `{"access_token":"tok","token_type":"bearer","expires_in":3600}`
+		return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+	}
+	return okTransport{}.RoundTrip(r)
+}
+
+// BenchmarkRoundTripChiftCachedToken is a Chift POST with WithChiftAuth
+// once the token is cached: the key, the Bearer header on a clone, the
+// attempt timeout's timer.
+func BenchmarkRoundTripChiftCachedToken(b *testing.B) {
+	client, err := NewClient("http://api.test", WithChiftAuth(ChiftCredentials{ClientID: "id", ClientSecret: "secret", AccountID: "00000000-0000-4000-8000-000000000042"}),
+		WithHTTPClient(&http.Client{Transport: chiftTokenTransport{}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	runRoundTrips(b, client.transport)
+}
+
+// BenchmarkRoundTripZeroHashSigned is a zerohash POST with WithZeroHashAuth:
+// the X-REQUEST-ID, and an HMAC signature of the body on every attempt.
+func BenchmarkRoundTripZeroHashSigned(b *testing.B) {
+	client, err := NewClient("http://api.test", WithZeroHashAuth("key", "c2VjcmV0", "pass"),
+		WithHTTPClient(&http.Client{Transport: okTransport{}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	runRoundTrips(b, client.transport)
+}
