@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"time"
@@ -74,8 +75,13 @@ func main() {
 	paired := flag.Int("paired", 0, "only the happy path, paired with raw net/http: this many rounds")
 	only := flag.String("only", "", "send -n sequential requests with one library (raw, saferetry, go-retryablehttp) and exit: for valgrind --tool=callgrind")
 	n := flag.Int("n", 2000, "requests for -only")
+	memprofile := flag.String("memprofile", "", "with -only: write a profile of every allocation to this file")
 	flag.Parse()
 	if *only != "" {
+		if *memprofile != "" {
+			runtime.MemProfileRate = 1
+			defer writeHeapProfile(*memprofile)
+		}
 		if err := runOnly(*only, *n); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(2)

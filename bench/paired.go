@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -114,6 +116,18 @@ func reportPaired(w io.Writer, rows []pairedRow) {
 		fmt.Fprintf(w, "| %s | %s | %d | %.3f [%.3f–%.3f] | %.3f [%.3f–%.3f] | %.1f | %.1f | %s | %s |\n",
 			r.name, r.mode, r.requests, r.wall[0], r.wall[1], r.wall[2], r.cpu[0], r.cpu[1], r.cpu[2],
 			r.rawNs/1e3, r.libNs/1e3, allocs, bytes)
+	}
+}
+
+// writeHeapProfile writes the allocations profile to path.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		panic(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		panic(err)
 	}
 }
 
