@@ -78,7 +78,7 @@ func TestKeyHeaderLeavesOnce(t *testing.T) {
 				}
 			}
 			if len(values) != 1 || (tc.want != "" && values[0] != tc.want) || values[0] != KeyFromResponse(resp) {
-				t.Fatalf("key headers on the wire %q, RequestKey %q; want one, %q", values, KeyFromResponse(resp), tc.want)
+				t.Fatalf("key headers on the wire %q, KeyFromResponse %q; want one, %q", values, KeyFromResponse(resp), tc.want)
 			}
 		})
 	}

@@ -169,7 +169,7 @@ func TestOptionPresetHeaderFindsCallerKey(t *testing.T) {
 				t.Errorf("wire %s = %q, want [%q]", tt.header, got, tt.key)
 			}
 			if got := stampedFromResponse(resp); got != tt.key {
-				t.Errorf("RequestKey = %q, want the caller's key %q", got, tt.key)
+				t.Errorf("KeyFromResponse = %q, want the caller's key %q", got, tt.key)
 			}
 			if len(observed) != 1 || observed[0] != tt.key {
 				t.Errorf("observer keys = %q, want [%q]", observed, tt.key)

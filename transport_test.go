@@ -49,7 +49,7 @@ func TestKeyStampedOnceAndReusedAcrossRetries(t *testing.T) {
 		}
 	}
 	if got := KeyFromResponse(resp); got != keys[0] {
-		t.Errorf("RequestKey = %q, want %q", got, keys[0])
+		t.Errorf("KeyFromResponse = %q, want %q", got, keys[0])
 	}
 }
 
@@ -648,7 +648,7 @@ func TestServerRequestIDAndKeyReadable(t *testing.T) {
 	}
 	resp.Body.Close()
 	if ServerRequestID(resp) != "srv-echo-1" || stampedFromResponse(resp) != api.seenKeys()[0] {
-		t.Fatalf("ServerRequestID %q, RequestKey %q, sent %q", ServerRequestID(resp), stampedFromResponse(resp), api.seenKeys()[0])
+		t.Fatalf("ServerRequestID %q, stamped %q, sent %q", ServerRequestID(resp), stampedFromResponse(resp), api.seenKeys()[0])
 	}
 }
 
