@@ -75,17 +75,7 @@ func TestHookKeyHeaderOtherSpelling(t *testing.T) {
 			return ctx
 		},
 	}
-	hc, err := saferetry.Wrap(&http.Client{Transport: base}, saferetry.WithHooks(hooks))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodPost, "http://api.test/x", strings.NewReader("{}"))
-	req.Header.Set(saferetry.DefaultRequestIDHeader, "caller-key")
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	postKeyed(t, base, hooks)
 	if len(sent) != 1 || len(sent[0]) != 1 || sent[0][0] != "caller-key" {
 		t.Errorf("key header values sent: %q, want only [caller-key]", sent)
 	}

@@ -260,6 +260,16 @@ func TestHooksCannotChangeTheKey(t *testing.T) {
 			return nil
 		},
 	}
+	postKeyed(t, base, hooks)
+	if want := []string{"caller-key", "caller-key"}; !slices.Equal(keys, want) {
+		t.Errorf("keys sent %q, want %q", keys, want)
+	}
+}
+
+// postKeyed sends one POST under the key "caller-key" through a client
+// over base with hooks, and fails the test unless it gets a response.
+func postKeyed(t *testing.T, base http.RoundTripper, hooks saferetry.Hooks) {
+	t.Helper()
 	hc, err := saferetry.Wrap(&http.Client{Transport: base}, saferetry.WithHooks(hooks), saferetry.WithBackoff(time.Millisecond, time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +281,4 @@ func TestHooksCannotChangeTheKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if want := []string{"caller-key", "caller-key"}; !slices.Equal(keys, want) {
-		t.Errorf("keys sent %q, want %q", keys, want)
-	}
 }
