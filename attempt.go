@@ -14,9 +14,9 @@ import (
 
 // trace is what one attempt did on the wire, as net/http reports it.
 type trace struct {
-	handed    bool // the base transport got the request
-	askedConn bool // net/http asked for a connection: its trace hooks are live
-	conns     int  // connections obtained; more than one means net/http replayed the request
+	handed    bool  // the base transport got the request
+	askedConn bool  // net/http asked for a connection: its trace hooks are live
+	conns     int32 // connections obtained; more than one means net/http replayed the request
 }
 
 // replayed: the base sent the request more than once within the attempt.
@@ -144,7 +144,7 @@ func (c *call) observe(t trace) {
 type wireWatch struct {
 	mu        sync.Mutex
 	askedConn bool
-	conns     int
+	conns     int32
 }
 
 // hook points trace at w; the trace lives as long as the call.

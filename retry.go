@@ -67,36 +67,38 @@ type call struct {
 	key      string
 	origin   string // keyed.origin
 	hooksKey string // originOf(req.URL), computed once for the hooksSeen lookups
-	tidy     bool   // the caller's key header must be rewritten as one canonical header
-	absent   bool   // keyed.absent
 	body     bodySource
 
 	attempt    int
 	maxRetries int
+	held       heldBodies
+	last       trace         // what the latest attempt did on the wire
+	pending    error         // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	code       string        // error_code of the latest answer, when it was read
+	token      string        // the Chift token the latest attempt carried
+	wait       time.Duration // before the next attempt
+	// attemptCtx is the context Hooks.AttemptStart returned for the
+	// latest attempt, c.ctx without that hook.
+	attemptCtx context.Context
+
+	// The flags, side by side: the call record is allocated for every
+	// request, and scattered they would pad it by a word each.
+	tidy   bool // the caller's key header must be rewritten as one canonical header
+	absent bool // keyed.absent
 	// maybeSent: some attempt may have reached the server and been
 	// processed. It fails closed: only positive evidence keeps it false
 	// (see unsent and proves).
 	maybeSent  bool
 	bodySpent  bool // an attempt tried to send the one-shot body: it cannot be sent again
 	bodyHanded bool // the one-shot body went to the base transport, which closes it
-	held       heldBodies
 	// unanswered: some attempt may have been processed and brought back no
 	// answer from the server itself (an error after it may have been sent,
 	// a resend within the attempt, a gateway's 502 or 504);
 	// unansweredBefore is that as it stood before the latest attempt.
 	unanswered, unansweredBefore bool
-	last                         trace  // what the latest attempt did on the wire
-	pending                      error  // typed error to return if retries stop now (REQUEST_IN_PROCESS)
-	code                         string // error_code of the latest answer, when it was read
-	token                        string // the Chift token the latest attempt carried
-	reauthed                     bool   // a 401 already led to a new token
-	budgetOut                    bool   // a retry was refused by the retry budget
-	wait                         time.Duration
-	// attemptCtx is the context Hooks.AttemptStart returned for the
-	// latest attempt, c.ctx without that hook; attemptOpen: that attempt
-	// has not been reported yet.
-	attemptCtx  context.Context
-	attemptOpen bool
+	reauthed                     bool // a 401 already led to a new token
+	budgetOut                    bool // a retry was refused by the retry budget
+	attemptOpen                  bool // the latest attempt has not been reported yet
 
 	bo    *backoff.ExponentialBackOff // made on the first retry
 	watch wireWatch
