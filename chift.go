@@ -327,7 +327,7 @@ func (s *ChiftService) Create(ctx context.Context, in ChiftCreate) (*ChiftCreate
 		return nil, err
 	}
 	start := CreateStart{API: "chift", Key: c.in.RequestID, Resumed: !c.in.FirstSentAt.IsZero()}
-	return observeCreate(ctx, &s.client.transport.cfg, start, c.run, func(created *ChiftCreated, _ error) CreateDone {
+	return observeCreate(ctx, &s.client.transport.cfg, start, c.run, func(created *ChiftCreated) CreateDone {
 		d := CreateDone{Posts: c.posts, Lookups: c.lookups, BudgetExhausted: c.budgetRefused}
 		if created != nil {
 			d.Outcome = OutcomeCreated.String()

@@ -150,10 +150,10 @@ func joinHooks(a, b Hooks) Hooks {
 }
 
 func joinStart[T any](a, b func(context.Context, T) context.Context) func(context.Context, T) context.Context {
-	if a == nil || b == nil {
-		if a == nil {
-			return b
-		}
+	if a == nil {
+		return b
+	}
+	if b == nil {
 		return a
 	}
 	return func(ctx context.Context, v T) context.Context {
@@ -163,10 +163,10 @@ func joinStart[T any](a, b func(context.Context, T) context.Context) func(contex
 }
 
 func joinDone[T any](a, b func(context.Context, T)) func(context.Context, T) {
-	if a == nil || b == nil {
-		if a == nil {
-			return b
-		}
+	if a == nil {
+		return b
+	}
+	if b == nil {
 		return a
 	}
 	return func(ctx context.Context, v T) { a(ctx, v); b(ctx, v) }
@@ -219,7 +219,7 @@ func retryReason(resp *http.Response, err error, code string) string {
 		return ReasonAttemptTimeout
 	case err != nil:
 		return ReasonTransportError
-	case resp.StatusCode == http.StatusConflict && code == "REQUEST_IN_PROCESS":
+	case resp.StatusCode == http.StatusConflict && code == codeInProcess:
 		return ReasonRequestInProcess
 	case resp.StatusCode == http.StatusConflict:
 		return ReasonConflict
@@ -231,8 +231,9 @@ func retryReason(resp *http.Response, err error, code string) string {
 	return "status_" + strconv.Itoa(resp.StatusCode)
 }
 
-// observeCreate runs a Create's hooks around run, and logs its end.
-func observeCreate[T any](ctx context.Context, cfg *config, start CreateStart, run func(context.Context) (T, error), done func(T, error) CreateDone) (T, error) {
+// observeCreate runs a Create's hooks around run, and logs its end; done
+// gives the counts and, for a result, its outcome.
+func observeCreate[T any](ctx context.Context, cfg *config, start CreateStart, run func(context.Context) (T, error), done func(T) CreateDone) (T, error) {
 	h := &cfg.hooks
 	if h.CreateStart == nil && h.CreateDone == nil && cfg.logger == nil {
 		return run(ctx)
@@ -241,7 +242,7 @@ func observeCreate[T any](ctx context.Context, cfg *config, start CreateStart, r
 		ctx = hookContext(h.CreateStart(ctx, start), ctx)
 	}
 	v, err := run(ctx)
-	d := done(v, err)
+	d := done(v)
 	d.API, d.Key, d.Err = start.API, start.Key, err
 	if err != nil {
 		d.Outcome = "failed"

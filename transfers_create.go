@@ -88,7 +88,7 @@ func (s *TransfersService) Create(ctx context.Context, req TransferRequest) (*Tr
 		r.firstSent, r.maybeProcessed = req.FirstSentAt.Add(offset), true
 	}
 	start := CreateStart{API: "zerohash", Key: req.ClientTransferID, Resumed: r.maybeProcessed}
-	return observeCreate(ctx, &s.client.transport.cfg, start, r.run, func(t *Transfer, _ error) CreateDone {
+	return observeCreate(ctx, &s.client.transport.cfg, start, r.run, func(t *Transfer) CreateDone {
 		d := CreateDone{Posts: r.posts, Lookups: r.lookups, BudgetExhausted: r.budgetRefused}
 		if t != nil {
 			d.Outcome = t.Outcome.String()
