@@ -271,17 +271,13 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 	if header == nil {
 		header = http.Header{}
 	}
-	keyValues := req.Header[c.t.cfg.header]
+	keyValues, had := req.Header[c.t.cfg.header]
 	ctx := hookContext(c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt + 1, Header: header}), req.Context())
 	// The key header is the Transport's: a hook that changed or dropped
 	// it, under any spelling of its name, would send the attempt under
-	// another key, or two, or none.
-	for k := range header {
-		if strings.EqualFold(k, c.t.cfg.header) {
-			delete(header, k)
-		}
-	}
-	if keyValues != nil {
+	// another key, or two, or none. It is put back as the request had it.
+	stripKeyHeader(header, c.t.cfg.header)
+	if had {
 		header[c.t.cfg.header] = keyValues
 	}
 	c.attemptCtx = ctx
@@ -355,11 +351,7 @@ func (c *call) request() *http.Request {
 	clone := c.req.WithContext(ctx)
 	if c.tidy {
 		c.keyValue[0] = c.key
-		if c.absent {
-			clone.Header = withAddedKey(c.req.Header, c.t.cfg.header, c.keyValue[:])
-		} else {
-			clone.Header = withKey(c.req.Header, c.t.cfg.header, c.keyValue[:])
-		}
+		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.keyValue[:], c.absent)
 	}
 	clone.RequestURI = ""
 	return clone

@@ -311,12 +311,18 @@ func distinctValues(values []string) []string {
 	return out
 }
 
-// withAddedKey is withKey for a header that holds no spelling of name:
-// a plain copy, which the runtime makes without hashing each entry again.
-func withAddedKey(h http.Header, name string, keyValue []string) http.Header {
+// withKey returns a copy of h whose only key header is name with the
+// values keyValue (one key, or none when empty or holding ""); the value
+// slices are shared with h, which is not modified. The copy is whole
+// (maps.Clone, which does not hash each entry again); absent says h holds
+// no spelling of name, so there is none to strip from it.
+func withKey(h http.Header, name string, keyValue []string, absent bool) http.Header {
 	out := maps.Clone(h)
 	if out == nil {
 		out = make(http.Header, 1)
+	}
+	if !absent {
+		stripKeyHeader(out, name)
 	}
 	if len(keyValue) > 0 && keyValue[0] != "" {
 		out[name] = keyValue
@@ -324,22 +330,13 @@ func withAddedKey(h http.Header, name string, keyValue []string) http.Header {
 	return out
 }
 
-// withKey returns a copy of h with key as the only value of name (none if
-// key is ""), every other spelling of name removed.
-// withKey returns a copy of h whose only key header is name with the
-// values keyValue (one key, or none when empty or holding ""); the value
-// slices are shared with h, which is not modified.
-func withKey(h http.Header, name string, keyValue []string) http.Header {
-	out := make(http.Header, len(h)+1)
-	for k, vs := range h {
-		if !strings.EqualFold(k, name) {
-			out[k] = vs
+// stripKeyHeader deletes every spelling of name from h.
+func stripKeyHeader(h http.Header, name string) {
+	for k := range h {
+		if strings.EqualFold(k, name) {
+			delete(h, k)
 		}
 	}
-	if len(keyValue) > 0 && keyValue[0] != "" {
-		out[name] = keyValue
-	}
-	return out
 }
 
 func (t *Transport) validateKey(key string) error {
