@@ -48,9 +48,9 @@ var knownMethods = map[string]bool{
 // for a method semantic conventions do not know.
 func methodAttrs(method string) []attribute.KeyValue {
 	if knownMethods[method] {
-		return []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(method)}
+		return []attribute.KeyValue{metricMethod(method)}
 	}
-	return []attribute.KeyValue{semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(method)}
+	return []attribute.KeyValue{metricMethod(method), semconv.HTTPRequestMethodOriginal(method)}
 }
 
 // metricMethod is http.request.method for a metric: "_OTHER" for a
