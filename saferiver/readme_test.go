@@ -9,14 +9,7 @@ import (
 // The README's Go block of the durable layer compiles against this
 // module's API (the root module's test checks the others).
 func TestREADMEDurableBlockCompiles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("type-checks the standard library from source")
-	}
-	checked, errs := readmecheck.CheckFile("../README.md", ".", readmecheck.UsesSaferiver)
-	for _, err := range errs {
-		t.Error(err)
-	}
-	if checked != 1 {
+	if checked := readmecheck.Test(t, "../README.md", ".", readmecheck.Uses(readmecheck.Saferiver)); checked != 1 {
 		t.Fatalf("%d saferiver blocks checked, want 1", checked)
 	}
 }

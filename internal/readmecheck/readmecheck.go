@@ -21,7 +21,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"testing"
 )
 
 // Block is one Go block of the file.
@@ -146,6 +148,36 @@ func CheckFile(path, dir string, keep func(Block) bool) (checked int, errs []err
 	return checked, errs
 }
 
-// UsesSaferiver: the block imports the saferiver module, whose
-// requirements only that module's directory resolves.
-func UsesSaferiver(b Block) bool { return strings.Contains(b.Code, "saferetry-go/saferiver") }
+// Nested modules whose requirements only their own directory resolves:
+// the README's blocks that import one are checked in that module.
+const (
+	Saferiver     = "saferetry-go/saferiver"
+	Saferetryotel = "saferetry-go/saferetryotel"
+	Retryablehttp = "saferetry-go/retryablehttp"
+)
+
+// Uses selects the blocks that import the nested module.
+func Uses(module string) func(Block) bool {
+	return func(b Block) bool { return strings.Contains(b.Code, module) }
+}
+
+// UsesNoNestedModule selects the blocks the root module checks: those
+// that import none of the nested modules.
+func UsesNoNestedModule(b Block) bool {
+	return !slices.ContainsFunc([]string{Saferiver, Saferetryotel, Retryablehttp}, func(m string) bool { return Uses(m)(b) })
+}
+
+// Test is CheckFile within a test: skipped with -short (it type-checks
+// the standard library from source), each error reported on t. It
+// returns how many blocks it checked, for the caller's own bound.
+func Test(t testing.TB, path, dir string, keep func(Block) bool) (checked int) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("type-checks the standard library from source")
+	}
+	checked, errs := CheckFile(path, dir, keep)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	return checked
+}
