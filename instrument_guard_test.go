@@ -39,17 +39,7 @@ func TestNilContextFromFirstHooksReachesSecond(t *testing.T) {
 			return ctx
 		},
 	}
-	hc, err := saferetry.Wrap(&http.Client{Transport: rtFunc(func(req *http.Request) (*http.Response, error) {
-		return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
-	})}, saferetry.WithHooks(first), saferetry.WithHooks(second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := hc.Post("http://api.test/x", "application/json", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	postKeyed(t, okBase, first, second)
 	if len(gotNil) > 0 {
 		t.Errorf("the second Hooks got a nil context in %v: the first's nil was passed on, not taken as ctx", gotNil)
 	}

@@ -185,17 +185,7 @@ func TestHooksFollowATransferCreate(t *testing.T) {
 // Hooks given twice both run, the first's context under the second's.
 func TestWithHooksTwiceRunsBoth(t *testing.T) {
 	var a, b hookRecorder
-	hc, err := saferetry.Wrap(&http.Client{Transport: rtFunc(func(req *http.Request) (*http.Response, error) {
-		return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
-	})}, saferetry.WithHooks(a.hooks()), saferetry.WithHooks(b.hooks()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := hc.Post("http://api.test/x", "application/json", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	postKeyed(t, okBase, a.hooks(), b.hooks())
 	if got := a.got(); !strings.Contains(got, "start request#1 parent=-") || !strings.Contains(got, "start attempt#2 parent=request#1") {
 		t.Errorf("first hooks:\n%s", got)
 	}
@@ -266,11 +256,21 @@ func TestHooksCannotChangeTheKey(t *testing.T) {
 	}
 }
 
+// okBase answers every request 200 at once.
+var okBase = rtFunc(func(req *http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, Body: http.NoBody, Header: http.Header{}, Request: req}, nil
+})
+
 // postKeyed sends one POST under the key "caller-key" through a client
-// over base with hooks, and fails the test unless it gets a response.
-func postKeyed(t *testing.T, base http.RoundTripper, hooks saferetry.Hooks) {
+// over base with each of hooks installed, and fails the test unless it
+// gets a response.
+func postKeyed(t *testing.T, base http.RoundTripper, hooks ...saferetry.Hooks) {
 	t.Helper()
-	hc, err := saferetry.Wrap(&http.Client{Transport: base}, saferetry.WithHooks(hooks), saferetry.WithBackoff(time.Millisecond, time.Millisecond))
+	opts := []saferetry.Option{saferetry.WithBackoff(time.Millisecond, time.Millisecond)}
+	for _, h := range hooks {
+		opts = append(opts, saferetry.WithHooks(h))
+	}
+	hc, err := saferetry.Wrap(&http.Client{Transport: base}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
