@@ -1,7 +1,6 @@
 package saferetry
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -225,7 +224,7 @@ func logAttempt(ctx context.Context, l *slog.Logger, a Attempt) {
 // logFailure writes the record of a logical request that ended in an
 // error: its retries are over, or it was never sent.
 func (c *call) logFailure(l *slog.Logger, err error) {
-	key, requestID := c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
+	key, requestID := c.reportedIDs()
 	attrs := []slog.Attr{
 		slog.String("method", c.req.Method), slog.String("url", redactURL(c.req)),
 		slog.Int("attempts", c.attempt), slog.Bool("outcome_unknown", errors.Is(err, ErrOutcomeUnknown)),

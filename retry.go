@@ -415,16 +415,19 @@ func (c *call) requestError(err error) error {
 	if ctxErr := c.ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
 		err = context.Cause(c.ctx) // the client Timeout's TimeoutError, say
 	}
-	key, maybeSent := c.key, c.maybeSent
-	if c.origin != "" {
-		key, maybeSent = c.origin, true // the redirected request may have been processed
-	}
 	reqErr := &RequestError{
 		Method: c.req.Method, URL: redactURL(c.req),
-		Attempts: c.attempt, MaybeSent: maybeSent, BudgetExhausted: c.budgetOut, Err: redactError(err),
+		// After a redirect, the earlier request may have been processed.
+		Attempts: c.attempt, MaybeSent: c.maybeSent || c.origin != "", BudgetExhausted: c.budgetOut, Err: redactError(err),
 	}
-	reqErr.Key, reqErr.RequestID = c.t.keyOrRequestID(key)
+	reqErr.Key, reqErr.RequestID = c.reportedIDs()
 	return reqErr
+}
+
+// reportedIDs is the key or the request id a failure of the call names:
+// the call's own, or, after a redirect, the first request's of the chain.
+func (c *call) reportedIDs() (key, requestID string) {
+	return c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
 }
 
 // checkRetry is the retry policy, run after each attempt. It returns an
@@ -509,7 +512,7 @@ func (c *call) unknownAnswer(resp *http.Response) error {
 		Method: c.req.Method, URL: redactURL(c.req), Attempts: c.attempt,
 		MaybeSent: true, BudgetExhausted: c.budgetOut, Err: c.apiError(resp),
 	}
-	reqErr.Key, reqErr.RequestID = c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
+	reqErr.Key, reqErr.RequestID = c.reportedIDs()
 	return reqErr
 }
 

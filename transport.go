@@ -1,7 +1,6 @@
 package saferetry
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -433,7 +432,7 @@ func ServerRequestID(resp *http.Response) string {
 // send, the value of a header the APIs define.
 func keysOfRequest(req *http.Request) (key, requestID string) {
 	if c, ok := req.Context().Value(callInfoKey{}).(*call); ok {
-		return c.t.keyOrRequestID(cmp.Or(c.origin, c.key))
+		return c.reportedIDs()
 	}
 	for _, h := range []string{DefaultRequestIDHeader, ChiftRequestIDHeader} {
 		if v := req.Header.Get(h); v != "" {
