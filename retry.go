@@ -200,18 +200,70 @@ func (b *callBody) Close() error {
 }
 
 // callContext is the context every attempt of the call runs under: the
-// caller's, with the call under callInfoKey. It lives in the call, so
-// making it allocates nothing.
+// caller's, with the call under callInfoKey and, when the caller's context
+// holds no httptrace.ClientTrace of its own, the call's trace under
+// httptrace's key. It lives in the call, so making it allocates nothing.
 type callContext struct {
 	context.Context
-	c *call
+	c     *call
+	trace *httptrace.ClientTrace // nil: httptrace.WithClientTrace carries it
 }
 
 func (x *callContext) Value(key any) any {
 	if key == (callInfoKey{}) {
 		return x.c
 	}
+	if x.trace != nil && key == traceKey {
+		return x.trace
+	}
 	return x.Context.Value(key)
+}
+
+// traceKey is the context key under which httptrace.ContextClientTrace
+// looks for a ClientTrace, learned once by asking it to look in a context
+// that records the key; nil if httptrace does not find a trace that way.
+// A callContext that answers it saves the context httptrace.WithClientTrace
+// would allocate on every request.
+var traceKey = learnTraceKey()
+
+// keyProbe is a context that records the key of the last Value call and
+// answers it with trace.
+type keyProbe struct {
+	context.Context
+	asked any
+	trace *httptrace.ClientTrace
+}
+
+func (p *keyProbe) Value(key any) any {
+	p.asked = key
+	return p.trace
+}
+
+func learnTraceKey() any {
+	probe := &keyProbe{Context: context.Background(), trace: &httptrace.ClientTrace{}}
+	if httptrace.ContextClientTrace(probe) != probe.trace {
+		return nil
+	}
+	key := probe.asked
+	// The key must be the one WithClientTrace stores under, and one that
+	// no other lookup shares.
+	stored := &httptrace.ClientTrace{}
+	if key == nil || httptrace.WithClientTrace(context.Background(), stored).Value(key) != stored {
+		return nil
+	}
+	return key
+}
+
+// traceContext is ctx carrying trace for net/http, as
+// httptrace.WithClientTrace(ctx, trace) would: through ctx itself when the
+// caller's context holds no trace of its own (then there is nothing to
+// compose with), else through WithClientTrace, which makes both fire.
+func traceContext(ctx *callContext, trace *httptrace.ClientTrace) context.Context {
+	if traceKey != nil && httptrace.ContextClientTrace(ctx.Context) == nil {
+		ctx.trace = trace
+		return ctx
+	}
+	return httptrace.WithClientTrace(ctx, trace)
 }
 
 func (c *call) loop() (*http.Response, error) {
@@ -345,7 +397,7 @@ func (c *call) finish(resp *http.Response, err, final error) (*http.Response, er
 // wire.
 func (c *call) request() *http.Request {
 	c.callCtx = callContext{Context: c.ctx, c: c}
-	ctx := httptrace.WithClientTrace(&c.callCtx, &c.trace)
+	ctx := traceContext(&c.callCtx, &c.trace)
 	// A shallow copy: only the header map is written to, so only it is
 	// copied; a full Clone would copy the URL and more on every request.
 	clone := c.req.WithContext(ctx)
