@@ -3,6 +3,7 @@ package saferetry
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -379,16 +380,72 @@ func validateKey(key string) error {
 	return nil
 }
 
-// newUUIDKey makes a UUIDv4 from crypto/rand into a value on the stack:
-// uuid.NewRandom would put it on the heap, on every request.
+// keysPerBatch is how many UUIDv4 keys newUUIDKey makes at once.
+const keysPerBatch = 16
+
+// keyBatch is a run of keys made together: the text of keysPerBatch
+// UUIDv4s in one string, handed out in order.
+type keyBatch struct {
+	text string // keysPerBatch keys of uuidTextLen characters each
+	next int    // the next key to hand out; keysPerBatch when all are out
+}
+
+// uuidTextLen is the length of a UUID's text, 8-4-4-4-12 hex digits.
+const uuidTextLen = 36
+
+// keyBatches holds batches with keys left. A batch is used by one
+// goroutine at a time, between Get and Put, so no key is handed out twice.
+var keyBatches = sync.Pool{New: func() any { return &keyBatch{next: keysPerBatch} }}
+
+// newUUIDKey returns a new UUIDv4 (RFC 9562, section 5.4) from crypto/rand,
+// in its 36-character text form. Keys are made keysPerBatch at a time: one
+// read of crypto/rand and one allocation serve them all, where one each
+// per request would cost more than any other part of stamping a key. A
+// key is a substring of its batch's string, so a key the program keeps
+// keeps the batch's 576 bytes alive.
 func newUUIDKey() (string, error) {
-	var u uuid.UUID
-	if _, err := rand.Read(u[:]); err != nil {
-		return "", err
+	b := keyBatches.Get().(*keyBatch)
+	defer keyBatches.Put(b)
+	if b.next == keysPerBatch {
+		if err := b.refill(); err != nil {
+			return "", err
+		}
 	}
-	u[6] = (u[6] & 0x0f) | 0x40 // version 4
-	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
-	return u.String(), nil
+	key := b.text[b.next*uuidTextLen : (b.next+1)*uuidTextLen]
+	b.next++
+	return key, nil
+}
+
+// refill makes the batch's keys.
+func (b *keyBatch) refill() error {
+	var random [keysPerBatch * 16]byte
+	if _, err := rand.Read(random[:]); err != nil {
+		return err
+	}
+	var text [keysPerBatch * uuidTextLen]byte
+	for i := range keysPerBatch {
+		var u uuid.UUID
+		copy(u[:], random[i*16:])
+		u[6] = (u[6] & 0x0f) | 0x40 // version 4
+		u[8] = (u[8] & 0x3f) | 0x80 // the RFC 9562 variant
+		encodeUUID(text[i*uuidTextLen:(i+1)*uuidTextLen], u)
+	}
+	b.text, b.next = string(text[:]), 0
+	return nil
+}
+
+// encodeUUID writes u's text form, lower-case hex digits grouped
+// 8-4-4-4-12, into dst, which holds uuidTextLen bytes.
+func encodeUUID(dst []byte, u uuid.UUID) {
+	hex.Encode(dst[0:8], u[0:4])
+	dst[8] = '-'
+	hex.Encode(dst[9:13], u[4:6])
+	dst[13] = '-'
+	hex.Encode(dst[14:18], u[6:8])
+	dst[18] = '-'
+	hex.Encode(dst[19:23], u[8:10])
+	dst[23] = '-'
+	hex.Encode(dst[24:36], u[10:16])
 }
 
 // callInfoKey carries the logical request's *call in the contexts of its

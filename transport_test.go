@@ -668,3 +668,40 @@ func TestWrapThroughHTTPClient(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Keys come out of batches shared by goroutines: each must be a UUIDv4 in
+// its canonical text form, and none may be handed out twice.
+func TestNewUUIDKeysAreDistinctUUIDv4s(t *testing.T) {
+	const goroutines, perGoroutine = 8, 2000
+	keys := make([][]string, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for range perGoroutine {
+				k, err := newUUIDKey()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				keys[g] = append(keys[g], k)
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for _, ks := range keys {
+		for _, k := range ks {
+			u, err := uuid.Parse(k)
+			if err != nil || u.Version() != 4 || u.Variant() != uuid.RFC4122 || u.String() != k {
+				t.Fatalf("key %q: not a UUIDv4 in canonical form (%v)", k, err)
+			}
+			if seen[k] {
+				t.Fatalf("key %q handed out twice", k)
+			}
+			seen[k] = true
+		}
+	}
+	if len(seen) != goroutines*perGoroutine {
+		t.Fatalf("%d keys, want %d", len(seen), goroutines*perGoroutine)
+	}
+}
