@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptrace"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -139,37 +139,29 @@ func (c *call) observe(t trace) {
 }
 
 // wireWatch collects the httptrace events of the current attempt; net/http
-// may call them from its own goroutines, hence the lock.
+// may call them from its own goroutines, hence the atomics.
 type wireWatch struct {
-	mu        sync.Mutex
-	askedConn bool
-	conns     int32
+	askedConn atomic.Bool
+	conns     atomic.Int32
 }
 
 // hook points trace at w; the trace lives as long as the call.
 func (w *wireWatch) hook(trace *httptrace.ClientTrace) {
-	trace.GetConn = func(string) {
-		w.mu.Lock()
-		w.askedConn = true
-		w.mu.Unlock()
-	}
-	trace.GotConn = func(httptrace.GotConnInfo) {
-		w.mu.Lock()
-		w.conns++
-		w.mu.Unlock()
-	}
+	trace.GetConn = func(string) { w.askedConn.Store(true) }
+	trace.GotConn = func(httptrace.GotConnInfo) { w.conns.Add(1) }
 }
 
 func (w *wireWatch) reset() {
-	w.mu.Lock()
-	w.askedConn, w.conns = false, 0
-	w.mu.Unlock()
+	w.askedConn.Store(false)
+	w.conns.Store(0)
 }
 
+// result is what the attempt did. conns is read first: net/http asks
+// for a connection before it gets one, so a connection counted was asked
+// for.
 func (w *wireWatch) result() trace {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return trace{handed: true, askedConn: w.askedConn, conns: w.conns}
+	conns := w.conns.Load()
+	return trace{handed: true, askedConn: w.askedConn.Load(), conns: conns}
 }
 
 // cancelOnClose releases the attempt's context once the caller is done
