@@ -3,6 +3,7 @@ package saferetry
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -436,19 +437,16 @@ func (b *keyBatch) refill() error {
 // encodeUUID writes u's text form, lower-case hex digits grouped
 // 8-4-4-4-12, into dst, which holds uuidTextLen bytes.
 func encodeUUID(dst []byte, u uuid.UUID) {
-	_ = dst[uuidTextLen-1]
-	j := 0
-	for i, b := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			dst[j] = '-'
-			j++
-		}
-		dst[j], dst[j+1] = hexDigits[b>>4], hexDigits[b&0x0f]
-		j += 2
-	}
+	hex.Encode(dst[0:8], u[0:4])
+	dst[8] = '-'
+	hex.Encode(dst[9:13], u[4:6])
+	dst[13] = '-'
+	hex.Encode(dst[14:18], u[6:8])
+	dst[18] = '-'
+	hex.Encode(dst[19:23], u[8:10])
+	dst[23] = '-'
+	hex.Encode(dst[24:36], u[10:16])
 }
-
-const hexDigits = "0123456789abcdef"
 
 // callInfoKey carries the logical request's *call in the contexts of its
 // attempts, so the key can be read back from a response.
