@@ -219,7 +219,7 @@ func (c *call) logFailure(l *slog.Logger, err error) {
 	key, requestID := c.reportedIDs()
 	attrs := []slog.Attr{
 		slog.String("method", c.req.Method), slog.String("url", redactURL(c.req)),
-		slog.Int("attempts", c.attempt), slog.Bool("outcome_unknown", errors.Is(err, ErrOutcomeUnknown)),
+		slog.Int("attempts", int(c.attempt)), slog.Bool("outcome_unknown", errors.Is(err, ErrOutcomeUnknown)),
 	}
 	if key != "" {
 		attrs = append(attrs, slog.String("key", key))

@@ -100,6 +100,25 @@ func (b *heldBody) Read(p []byte) (int, error) {
 
 func (b *heldBody) Close() error { return b.close.Close() }
 
+// heldRef is a call's heldBodies, made the first time net/http asks for
+// a body to resend: most calls never do, and carry one pointer instead.
+type heldRef struct{ p atomic.Pointer[heldBodies] }
+
+func (r *heldRef) get(getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
+	h := r.p.Load()
+	if h == nil {
+		r.p.CompareAndSwap(nil, &heldBodies{})
+		h = r.p.Load()
+	}
+	return h.get(getBody)
+}
+
+func (r *heldRef) closeUnread() {
+	if h := r.p.Load(); h != nil {
+		h.closeUnread()
+	}
+}
+
 // get calls the caller's GetBody and keeps what it returns.
 func (h *heldBodies) get(getBody func() (io.ReadCloser, error)) (io.ReadCloser, error) {
 	rc, err := getBody()

@@ -69,14 +69,12 @@ type call struct {
 	hooksKey string // originOf(req.URL), computed once for the hooksSeen lookups
 	body     bodySource
 
-	attempt    int
-	maxRetries int
-	held       heldBodies
-	last       trace         // what the latest attempt did on the wire
-	pending    error         // typed error to return if retries stop now (REQUEST_IN_PROCESS)
-	code       string        // error_code of the latest answer, when it was read
-	token      string        // the Chift token the latest attempt carried
-	wait       time.Duration // before the next attempt
+	held    heldRef       // the bodies the caller's GetBody handed net/http
+	last    trace         // what the latest attempt did on the wire
+	pending error         // typed error to return if retries stop now (REQUEST_IN_PROCESS)
+	code    string        // error_code of the latest answer, when it was read
+	token   string        // the Chift token the latest attempt carried
+	wait    time.Duration // before the next attempt
 	// attemptCtx is the context Hooks.AttemptStart returned for the
 	// latest attempt, c.ctx without that hook.
 	attemptCtx context.Context
@@ -99,18 +97,23 @@ type call struct {
 	reauthed                     bool // a 401 already led to a new token
 	budgetOut                    bool // a retry was refused by the retry budget
 	attemptOpen                  bool // the latest attempt has not been reported yet
+	ownsTrace                    bool // callCtx answers httptrace's key with trace
+	// attempt counts the attempts sent so far; an int32 fits the flags'
+	// padding and keeps the call within its size class.
+	attempt int32
 
 	bo    *backoff.ExponentialBackOff // made on the first retry
 	watch wireWatch
 	trace httptrace.ClientTrace
 	// Parts of the call that would otherwise be allocated on their own.
+	shared   http.Request // the request all attempts share (request)
 	callCtx  callContext
 	respBody callBody
 	keyValue [1]string // the key header's value slice
 }
 
 func newCall(t *Transport, req *http.Request, k keyed, body bodySource) *call {
-	c := &call{t: t, req: req, ctx: req.Context(), attemptCtx: req.Context(), key: k.key, tidy: k.tidy, absent: k.absent, body: body, maxRetries: t.cfg.maxRetries,
+	c := &call{t: t, req: req, ctx: req.Context(), attemptCtx: req.Context(), key: k.key, tidy: k.tidy, absent: k.absent, body: body,
 		hooksKey: t.originKey(req.URL)}
 	c.watch.hook(&c.trace)
 	return c
@@ -189,7 +192,7 @@ func (c *call) run(stop context.CancelFunc) (*http.Response, error) {
 type callBody struct {
 	io.ReadCloser
 	stop context.CancelFunc
-	held *heldBodies
+	held *heldRef
 }
 
 func (b *callBody) Close() error {
@@ -205,16 +208,15 @@ func (b *callBody) Close() error {
 // httptrace's key. It lives in the call, so making it allocates nothing.
 type callContext struct {
 	context.Context
-	c     *call
-	trace *httptrace.ClientTrace // nil: httptrace.WithClientTrace carries it
+	c *call
 }
 
 func (x *callContext) Value(key any) any {
 	if key == (callInfoKey{}) {
 		return x.c
 	}
-	if x.trace != nil && key == traceKey {
-		return x.trace
+	if x.c.ownsTrace && key == traceKey {
+		return &x.c.trace
 	}
 	return x.Context.Value(key)
 }
@@ -254,16 +256,17 @@ func learnTraceKey() any {
 	return key
 }
 
-// traceContext is ctx carrying trace for net/http, as
-// httptrace.WithClientTrace(ctx, trace) would: through ctx itself when the
-// caller's context holds no trace of its own (then there is nothing to
-// compose with), else through WithClientTrace, which makes both fire.
-func traceContext(ctx *callContext, trace *httptrace.ClientTrace) context.Context {
-	if traceKey != nil && httptrace.ContextClientTrace(ctx.Context) == nil {
-		ctx.trace = trace
-		return ctx
+// traceContext is the call's context carrying the call's trace for
+// net/http, as httptrace.WithClientTrace would: through the callContext
+// itself when the caller's context holds no trace of its own (then there
+// is nothing to compose with), else through WithClientTrace, which makes
+// both fire.
+func (c *call) traceContext() context.Context {
+	if traceKey != nil && httptrace.ContextClientTrace(c.ctx) == nil {
+		c.ownsTrace = true
+		return &c.callCtx
 	}
-	return httptrace.WithClientTrace(ctx, trace)
+	return httptrace.WithClientTrace(&c.callCtx, &c.trace)
 }
 
 func (c *call) loop() (*http.Response, error) {
@@ -306,7 +309,7 @@ func (c *call) endOnPanic() {
 	}
 	hooks := &c.t.cfg.hooks
 	if c.attemptOpen && hooks.AttemptDone != nil {
-		a := Attempt{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt, Err: ErrBasePanicked, Sent: true}
+		a := Attempt{Method: c.req.Method, URL: redactURL(c.req), Number: int(c.attempt), Err: ErrBasePanicked, Sent: true}
 		a.Key, a.RequestID = c.t.keyOrRequestID(c.key)
 		hooks.AttemptDone(c.attemptCtx, a)
 	}
@@ -324,7 +327,7 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 		header = http.Header{}
 	}
 	keyValues, had := req.Header[c.t.cfg.header]
-	ctx := hookContext(c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt + 1, Header: header}), req.Context())
+	ctx := hookContext(c.t.cfg.hooks.AttemptStart(req.Context(), AttemptStart{Method: c.req.Method, URL: redactURL(c.req), Number: int(c.attempt) + 1, Header: header}), req.Context())
 	// The key header is the Transport's: a hook that changed or dropped
 	// it, under any spelling of its name, would send the attempt under
 	// another key, or two, or none. It is put back as the request had it.
@@ -340,7 +343,7 @@ func (c *call) startAttempt(req *http.Request) *http.Request {
 
 // requestDone runs Hooks.RequestDone for the outcome the caller gets.
 func (c *call) requestDone(h func(context.Context, RequestDone), resp *http.Response, err error) {
-	d := RequestDone{Attempts: c.attempt, Err: err, BudgetExhausted: c.budgetOut, OutcomeUnknown: errors.Is(err, ErrOutcomeUnknown)}
+	d := RequestDone{Attempts: int(c.attempt), Err: err, BudgetExhausted: c.budgetOut, OutcomeUnknown: errors.Is(err, ErrOutcomeUnknown)}
 	var apiErr *APIError
 	switch {
 	case resp != nil:
@@ -397,10 +400,13 @@ func (c *call) finish(resp *http.Response, err, final error) (*http.Response, er
 // wire.
 func (c *call) request() *http.Request {
 	c.callCtx = callContext{Context: c.ctx, c: c}
-	ctx := traceContext(&c.callCtx, &c.trace)
+	ctx := c.traceContext()
 	// A shallow copy: only the header map is written to, so only it is
 	// copied; a full Clone would copy the URL and more on every request.
-	clone := c.req.WithContext(ctx)
+	// The copy lives in the call: WithContext, inlined, makes it on the
+	// stack, and the call keeps its value.
+	c.shared = *c.req.WithContext(ctx)
+	clone := &c.shared
 	if c.tidy {
 		c.keyValue[0] = c.key
 		clone.Header = withKey(c.req.Header, c.t.cfg.header, c.keyValue[:], c.absent)
@@ -470,7 +476,7 @@ func (c *call) requestError(err error) error {
 	reqErr := &RequestError{
 		Method: c.req.Method, URL: redactURL(c.req),
 		// After a redirect, the earlier request may have been processed.
-		Attempts: c.attempt, MaybeSent: c.maybeSent || c.origin != "", BudgetExhausted: c.budgetOut, Err: redactError(err),
+		Attempts: int(c.attempt), MaybeSent: c.maybeSent || c.origin != "", BudgetExhausted: c.budgetOut, Err: redactError(err),
 	}
 	reqErr.Key, reqErr.RequestID = c.reportedIDs()
 	return reqErr
@@ -561,7 +567,7 @@ func (c *call) mutates() bool {
 // *APIError.
 func (c *call) unknownAnswer(resp *http.Response) error {
 	reqErr := &RequestError{
-		Method: c.req.Method, URL: redactURL(c.req), Attempts: c.attempt,
+		Method: c.req.Method, URL: redactURL(c.req), Attempts: int(c.attempt),
 		MaybeSent: true, BudgetExhausted: c.budgetOut, Err: c.apiError(resp),
 	}
 	reqErr.Key, reqErr.RequestID = c.reportedIDs()
@@ -668,8 +674,16 @@ func (c *call) reauthenticate() bool {
 	}
 	c.reauthed = true
 	c.t.auth.invalidate(c.token)
-	c.maxRetries++
 	return true
+}
+
+// retryLimit is the number of retries the call may make: the Transport's,
+// and one more once a 401 led to a new token.
+func (c *call) retryLimit() int {
+	if c.reauthed {
+		return c.t.cfg.maxRetries + 1
+	}
+	return c.t.cfg.maxRetries
 }
 
 // classifyConflict reads a 409 as the idempotency protocol's own only when
@@ -730,7 +744,7 @@ func (c *call) idempotent() bool {
 // attempt should happen: retries left, a Retry-After within the cap, and a
 // context deadline that leaves time for it.
 func (c *call) planWait(ctx context.Context, resp *http.Response) bool {
-	if c.attempt > c.maxRetries {
+	if int(c.attempt) > c.retryLimit() {
 		return false
 	}
 	c.wait = c.nextWait()
@@ -780,7 +794,7 @@ func (c *call) report(resp *http.Response, err error, retry bool) {
 		return
 	}
 	a := Attempt{
-		Method: c.req.Method, URL: redactURL(c.req), Number: c.attempt,
+		Method: c.req.Method, URL: redactURL(c.req), Number: int(c.attempt),
 		Err: redactError(err), Sent: resp != nil || !c.unsent(err), Replayed: c.last.replayed(), Retry: retry,
 		BudgetExhausted: c.budgetOut,
 	}

@@ -16,15 +16,16 @@ func TestTraceKeyIsHttptraces(t *testing.T) {
 	if traceKey == nil {
 		t.Fatal("traceKey not learned: every request would allocate a context for its trace")
 	}
-	trace := &httptrace.ClientTrace{}
-	ctx := &callContext{Context: context.Background()}
-	if got := traceContext(ctx, trace); got != context.Context(ctx) {
-		t.Fatalf("traceContext wrapped a context that holds no trace: %T", got)
+	c := &call{ctx: context.Background()}
+	c.callCtx = callContext{Context: c.ctx, c: c}
+	ctx := c.traceContext()
+	if ctx != context.Context(&c.callCtx) {
+		t.Fatalf("traceContext wrapped a context that holds no trace: %T", ctx)
 	}
-	if got := httptrace.ContextClientTrace(ctx); got != trace {
-		t.Fatalf("httptrace found %p, want the call's trace %p", got, trace)
+	if got := httptrace.ContextClientTrace(ctx); got != &c.trace {
+		t.Fatalf("httptrace found %p, want the call's trace %p", got, &c.trace)
 	}
-	if got := ctx.Value(callInfoKey{}); got != (*call)(nil) {
+	if got := ctx.Value(callInfoKey{}); got != c {
 		t.Fatalf("callInfoKey answered %v", got)
 	}
 }
@@ -65,7 +66,7 @@ func TestTraceReachesCallAndCaller(t *testing.T) {
 		if want := map[bool]int32{false: 0, true: 1}[callerTrace]; callerConns.Load() != want {
 			t.Errorf("caller trace %v: the caller's GotConn ran %d times, want %d", callerTrace, callerConns.Load(), want)
 		}
-		if got := c.callCtx.trace != nil; got == callerTrace {
+		if got := c.ownsTrace; got == callerTrace {
 			t.Errorf("caller trace %v: trace carried by the call's own context = %v", callerTrace, got)
 		}
 	}
