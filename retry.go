@@ -106,7 +106,7 @@ type call struct {
 	watch wireWatch
 	trace httptrace.ClientTrace
 	// Parts of the call that would otherwise be allocated on their own.
-	shared   http.Request // the request all attempts share (request)
+	shared   http.Request // the copy of the request all attempts share, made by request
 	callCtx  callContext
 	respBody callBody
 	keyValue [1]string // the key header's value slice
@@ -247,8 +247,7 @@ func learnTraceKey() any {
 		return nil
 	}
 	key := probe.asked
-	// The key must be the one WithClientTrace stores under, and one that
-	// no other lookup shares.
+	// The key must be the one WithClientTrace stores the trace under.
 	stored := &httptrace.ClientTrace{}
 	if key == nil || httptrace.WithClientTrace(context.Background(), stored).Value(key) != stored {
 		return nil
