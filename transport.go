@@ -399,10 +399,9 @@ var keyBatches = sync.Pool{New: func() any { return &keyBatch{next: keysPerBatch
 
 // newUUIDKey returns a new UUIDv4 (RFC 9562, section 5.4) from crypto/rand,
 // in its 36-character text form. Keys are made keysPerBatch at a time: one
-// read of crypto/rand and one allocation serve them all, where one each
-// per request would cost more than any other part of stamping a key. A
-// key is a substring of its batch's string, so a key the program keeps
-// keeps the batch's 576 bytes alive.
+// read of crypto/rand and one allocation serve 16 requests. A key is a
+// substring of its batch's string, so a key the program keeps keeps the
+// batch's 576 bytes alive.
 func newUUIDKey() (string, error) {
 	b := keyBatches.Get().(*keyBatch)
 	defer keyBatches.Put(b)
