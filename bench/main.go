@@ -73,7 +73,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the happy-path scenario to this file")
 	createsOnly := flag.Bool("creates", false, "only the create flows in an outage: requests per logical create")
 	paired := flag.Int("paired", 0, "only the happy path, paired with raw net/http: this many rounds")
-	only := flag.String("only", "", "send -n sequential requests with one library (raw, saferetry, go-retryablehttp) and exit: for valgrind --tool=callgrind")
+	only := flag.String("only", "", "send -n sequential requests with one library (raw, raw-keyed, saferetry, go-retryablehttp, go-retryablehttp-keyed) and exit: for valgrind --tool=callgrind")
 	n := flag.Int("n", 2000, "requests for -only")
 	memprofile := flag.String("memprofile", "", "with -only: write a profile of every allocation to this file")
 	flag.Parse()

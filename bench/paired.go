@@ -60,6 +60,7 @@ func runPaired(rounds, seqN, concN, callers, allocN int) []pairedRow {
 		{"saferetry", newSafeRetry(base, waits{})},
 		{"raw + key by hand", newRawKeyed(base)},
 		{"go-retryablehttp", newRetryable(base, waits{})},
+		{"go-retryablehttp + key by hand", newRetryableKeyed(base)},
 	}
 	var rows []pairedRow
 	for _, mode := range []struct {
@@ -148,8 +149,10 @@ func runOnly(name string, n int) error {
 		c = newSafeRetry(base, waits{})
 	case "go-retryablehttp":
 		c = newRetryable(base, waits{})
+	case "go-retryablehttp-keyed":
+		c = newRetryableKeyed(base)
 	default:
-		return fmt.Errorf("-only %q: want raw, raw-keyed, saferetry or go-retryablehttp", name)
+		return fmt.Errorf("-only %q: want raw, raw-keyed, saferetry, go-retryablehttp or go-retryablehttp-keyed", name)
 	}
 	sendAll(c, srv.URL, n, 1)
 	return nil
@@ -168,4 +171,10 @@ func (k keyByHand) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func newRawKeyed(base http.RoundTripper) *http.Client {
 	return &http.Client{Transport: keyByHand{base}}
+}
+
+// newRetryableKeyed is go-retryablehttp with the key set by hand once per
+// logical request, above its retries, which then resend it unchanged.
+func newRetryableKeyed(base http.RoundTripper) *http.Client {
+	return &http.Client{Transport: keyByHand{newRetryable(base, waits{}).Transport}}
 }
