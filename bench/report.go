@@ -94,7 +94,7 @@ func reportFlaky(w io.Writer, cfg config, rows []flakyRow) {
 
 func reportTransfers(w io.Writer, rows []transferRow) {
 	fmt.Fprintf(w, "## Ambiguous transfers: saferetry Transfers.Create on the zerohash fake\n\n")
-	fmt.Fprintf(w, "The first POST /transfers of every create fails as shown; extra requests are the server's request count minus the one POST.\n\n")
+	fmt.Fprintf(w, "The first POST /transfers of every create fails as shown; extra requests are the server's request count minus the one POST. The retry budget is off: with every create's first POST failing it would read the run as an outage and refuse the lookups and reposts, which the outage tables measure.\n\n")
 	fmt.Fprintf(w, "| first POST ended in | creates | extra requests per create | recovered | reposted | exactly once | errors |\n")
 	fmt.Fprintf(w, "|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, o := range rows {
