@@ -1,11 +1,9 @@
 package saferetry
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
 	"strings"
 	"sync"
 	"testing"
@@ -38,19 +36,8 @@ func TestTraceComposedHTTP2OneConnPerAttempt(t *testing.T) {
 				if preset == "zerohash" {
 					opts = append(opts, WithZeroHashRequestID())
 				}
-				switch mode {
-				case "attempt-start":
-					opts = append(opts, WithHooks(Hooks{AttemptStart: func(ctx context.Context, _ AttemptStart) context.Context {
-						return httptrace.WithClientTrace(ctx, counter.trace())
-					}}))
-				case "base-after":
-					base = tcTraceWrapper{inner: base, c: counter}
-				}
+				base, opts, ctx := withTraceFrom(mode, base, counter, opts)
 				tr := newTestTransport(t, base, opts...)
-				ctx := context.Background()
-				if mode == "caller" {
-					ctx = httptrace.WithClientTrace(ctx, counter.trace())
-				}
 				var wg sync.WaitGroup
 				for range 20 {
 					wg.Go(func() {

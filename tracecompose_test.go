@@ -41,6 +41,25 @@ func (w tcTraceWrapper) RoundTrip(req *http.Request) (*http.Response, error) {
 
 type tcCtxKey struct{}
 
+// withTraceFrom makes counter's trace ride along the way mode names:
+// "caller" (the caller's context), "attempt-start" (the context
+// Hooks.AttemptStart returns), "base-after" (a wrapper below the SDK that
+// adds it), or "none".
+func withTraceFrom(mode string, base http.RoundTripper, counter *tcCounter, opts []Option) (http.RoundTripper, []Option, context.Context) {
+	ctx := context.Background()
+	switch mode {
+	case "caller":
+		ctx = httptrace.WithClientTrace(ctx, counter.trace())
+	case "attempt-start":
+		opts = append(opts, WithHooks(Hooks{AttemptStart: func(ctx context.Context, _ AttemptStart) context.Context {
+			return httptrace.WithClientTrace(ctx, counter.trace())
+		}}))
+	case "base-after":
+		base = tcTraceWrapper{inner: base, c: counter}
+	}
+	return base, opts, ctx
+}
+
 // A keyed POST meets a reused keep-alive connection that the server closes
 // after processing: net/http resends it on a new connection within the
 // attempt. Whatever way a trace of the caller's rides along (none, before
@@ -206,19 +225,8 @@ func TestTraceComposedUnsentProofWithCallerTrace(t *testing.T) {
 			var base http.RoundTripper = inner
 			var attempts []Attempt
 			opts := []Option{WithZeroHashRequestID(), WithObserver(func(a Attempt) { attempts = append(attempts, a) })}
-			switch mode {
-			case "attempt-start":
-				opts = append(opts, WithHooks(Hooks{AttemptStart: func(ctx context.Context, _ AttemptStart) context.Context {
-					return httptrace.WithClientTrace(ctx, counter.trace())
-				}}))
-			case "base-after":
-				base = tcTraceWrapper{inner: inner, c: counter}
-			}
+			base, opts, ctx := withTraceFrom(mode, base, counter, opts)
 			tr := newTestTransport(t, base, opts...)
-			ctx := context.Background()
-			if mode == "caller" {
-				ctx = httptrace.WithClientTrace(ctx, counter.trace())
-			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/transfers", strings.NewReader(`{"n":1}`))
 			resp, err := tr.RoundTrip(req)
 			if resp != nil {
