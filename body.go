@@ -3,6 +3,7 @@ package saferetry
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -63,6 +64,12 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		req.Body.Close() // also stops a read the context cut short
 		return bodySource{}, fmt.Errorf("reading request body: %w", err)
 	}
+	if n := int64(len(buf)); req.ContentLength > 0 && (n < req.ContentLength && n <= limit || n > req.ContentLength) {
+		// net/http refuses such a request as it writes it; sent with the
+		// length of what was read, it would carry another payload.
+		req.Body.Close()
+		return bodySource{}, &bodyLengthError{declared: req.ContentLength, read: n, atLeast: n > limit}
+	}
 	if int64(len(buf)) > limit {
 		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: &closeOnce{c: req.Body}}
 		return bodySource{oneShot: true, once: once, length: req.ContentLength}, nil
@@ -75,6 +82,27 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 	first, _ := get()
 	return bodySource{get: get, length: int64(len(buf)), first: first}, nil
 }
+
+// ErrBodyLength matches the error of a request whose body does not hold
+// the number of bytes its ContentLength declares (a reader read in part
+// before the request was sent, or a request sent again after its body was
+// read): nothing is sent, where net/http would fail while writing it.
+var ErrBodyLength = errors.New("saferetry: request body length differs from ContentLength")
+
+type bodyLengthError struct {
+	declared, read int64
+	atLeast        bool // read stopped at the buffering limit: the body is longer still
+}
+
+func (e *bodyLengthError) Error() string {
+	more := ""
+	if e.atLeast {
+		more = " at least"
+	}
+	return fmt.Sprintf("%v: ContentLength is %d bytes, the body holds%s %d (was it read before, or sent before?)", ErrBodyLength, e.declared, more, e.read)
+}
+
+func (e *bodyLengthError) Unwrap() error { return ErrBodyLength }
 
 // heldBodies keeps the bodies the caller's GetBody handed out for one
 // call. net/http's HTTP/2 transport rewinds a body through GetBody to
