@@ -259,13 +259,51 @@ func learnTraceKey() any {
 // net/http, as httptrace.WithClientTrace would: through the callContext
 // itself when the caller's context holds no trace of its own (then there
 // is nothing to compose with), else through WithClientTrace, which makes
-// both fire.
+// both fire. The trace of a call this one is sent under (by a base that
+// sends requests of its own with the attempt's context) is left out: its
+// wire watch would count this request's connection as a resend of its own.
 func (c *call) traceContext() context.Context {
-	if traceKey != nil && httptrace.ContextClientTrace(c.ctx) == nil {
+	parent, enclosed := callerTrace(c.ctx)
+	if traceKey != nil && parent == nil {
 		c.ownsTrace = true
 		return &c.callCtx
 	}
-	return httptrace.WithClientTrace(&c.callCtx, &c.trace)
+	var ctx context.Context = &c.callCtx
+	if enclosed && traceKey != nil {
+		ctx = &traceOverride{Context: ctx, trace: parent}
+	}
+	return httptrace.WithClientTrace(ctx, &c.trace)
+}
+
+// callerTrace is the httptrace.ClientTrace ctx holds for the caller, seen
+// past the calls ctx belongs to: enclosed reports that the trace on top was
+// such a call's own.
+func callerTrace(ctx context.Context) (trace *httptrace.ClientTrace, enclosed bool) {
+	trace = httptrace.ContextClientTrace(ctx)
+	for trace != nil {
+		outer, ok := ctx.Value(callInfoKey{}).(*call)
+		if !ok || trace != &outer.trace {
+			return trace, enclosed
+		}
+		enclosed = true
+		ctx = outer.ctx
+		trace = httptrace.ContextClientTrace(ctx)
+	}
+	return nil, enclosed
+}
+
+// traceOverride answers httptrace's key with trace, which may be nil, in
+// place of the trace its parent holds.
+type traceOverride struct {
+	context.Context
+	trace *httptrace.ClientTrace
+}
+
+func (o *traceOverride) Value(key any) any {
+	if key == traceKey {
+		return o.trace
+	}
+	return o.Context.Value(key)
 }
 
 func (c *call) loop() (*http.Response, error) {
