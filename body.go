@@ -68,7 +68,7 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		// net/http refuses such a request as it writes it; sent with the
 		// length of what was read, it would carry another payload.
 		req.Body.Close()
-		return bodySource{}, &bodyLengthError{declared: req.ContentLength, read: n, atLeast: n > limit}
+		return bodySource{}, &bodyLengthError{declared: req.ContentLength, read: n, atLeast: n > limit, hint: " (was it read in part, or sent, before?)"}
 	}
 	if int64(len(buf)) > limit {
 		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: &closeOnce{c: req.Body}}
@@ -91,7 +91,8 @@ var ErrBodyLength = errors.New("saferetry: request body length differs from Cont
 
 type bodyLengthError struct {
 	declared, read int64
-	atLeast        bool // read stopped at the buffering limit: the body is longer still
+	atLeast        bool   // read stopped at the buffering limit: the body is longer still
+	hint           string // what may have caused it, for the message
 }
 
 func (e *bodyLengthError) Error() string {
@@ -99,7 +100,7 @@ func (e *bodyLengthError) Error() string {
 	if e.atLeast {
 		more = " at least"
 	}
-	return fmt.Sprintf("%v: ContentLength is %d bytes, the body holds%s %d (was it read before, or sent before?)", ErrBodyLength, e.declared, more, e.read)
+	return fmt.Sprintf("%v: ContentLength is %d bytes, the body holds%s %d%s", ErrBodyLength, e.declared, more, e.read, e.hint)
 }
 
 func (e *bodyLengthError) Unwrap() error { return ErrBodyLength }

@@ -138,3 +138,28 @@ func TestBodyOfUnknownLengthSent(t *testing.T) {
 		t.Errorf("the server received %q, want one payload", got)
 	}
 }
+
+// The zerohash signer reads each attempt's body whole to sign it: a body
+// from the caller's GetBody shorter than ContentLength is refused there,
+// not signed and sent as the whole payload.
+func TestSignedBodyLengthMismatchRefused(t *testing.T) {
+	var rec bodyRecorder
+	srv := rec.start(t)
+	tr, err := saferetry.NewTransport(http.DefaultTransport,
+		saferetry.WithZeroHashAuth("key", "c2VjcmV0", "pass"), saferetry.WithAPIBaseURL(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/transfers", strings.NewReader(`{"amount":"1000"}`))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(`{"amount"`)), nil }
+	resp, err := tr.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, saferetry.ErrBodyLength) {
+		t.Errorf("err %v, want ErrBodyLength", err)
+	}
+	if got := rec.bodies(); len(got) != 0 {
+		t.Errorf("the server received %q", got)
+	}
+}

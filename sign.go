@@ -137,6 +137,11 @@ func (s *zeroHashSigner) sign(req *http.Request) (*http.Request, error) {
 		if err != nil {
 			return nil, fmt.Errorf("saferetry: reading the body to sign it: %w", err)
 		}
+		if n := int64(len(body)); req.ContentLength > 0 && n != req.ContentLength {
+			// A GetBody that gave a body of another length: signed and
+			// sent, what was read would go out as the whole payload.
+			return nil, &bodyLengthError{declared: req.ContentLength, read: n, hint: " when read to be signed"}
+		}
 	}
 	signed := req.Clone(req.Context())
 	if body != nil {
