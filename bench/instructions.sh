@@ -10,8 +10,12 @@
 # shut-down cancelled out. The libraries take turns within each round;
 # the script prints each round and then the median per library and its
 # ratio to raw net/http and to raw net/http with a key set by hand.
-# GOMAXPROCS=1: valgrind 3.19 cannot run Go's RDTSCP under contention; a
-# run that meets an instruction valgrind does not know is run again.
+# GODEBUG=cpu.rdtscp=off: valgrind 3.19 does not decode RDTSCP, which Go's
+# runtime uses for cputicks (lock spinning, in sysmon too); with it off the
+# runtime uses a fenced RDTSC. asyncpreemptoff=1: the runtime's preemption
+# signals trip an assertion in callgrind's signal handling. GOMAXPROCS=1
+# keeps the runs comparable. A run that fails anyway is run again, up to 8
+# times, and says so.
 set -euo pipefail
 cd "$(dirname "$0")"
 rounds=${1:-3}
@@ -22,24 +26,33 @@ go build -o "$work/bench" .
 libs=(raw raw-keyed saferetry go-retryablehttp go-retryablehttp-keyed)
 
 count() { # lib n: instructions of one whole run
-	local lib=$1 n=$2 try
+	local lib=$1 n=$2 try collected
 	for try in 1 2 3 4 5 6 7 8; do
-		if GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
+		if GODEBUG=cpu.rdtscp=off,asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file="$work/cg" \
 			"$work/bench" -only "$lib" -n "$n" >"$work/log" 2>&1 &&
 			! grep -qi 'unrecognised instruction' "$work/log"; then
-			grep 'Collected' "$work/log" | awk '{gsub(",", "", $4); print $4}'
-			return
+			collected=$(awk '/Collected/ {gsub(",", "", $4); print $4}' "$work/log")
+			if [ -n "$collected" ]; then
+				echo "$collected"
+				return
+			fi
 		fi
+		echo "instructions.sh: $lib -n $n: run $try failed, running it again" >&2
 	done
 	echo "instructions.sh: $lib -n $n failed 8 times; last log:" >&2
 	cat "$work/log" >&2
 	exit 1
 }
 
+[ "$rounds" -ge 1 ] 2>/dev/null || { echo "instructions.sh: rounds must be a number, 1 or more" >&2; exit 2; }
 for r in $(seq "$rounds"); do
 	for lib in "${libs[@]}"; do
 		small=$(count "$lib" 500)
 		large=$(count "$lib" 3500)
+		if [ "$large" -le "$small" ]; then
+			echo "instructions.sh: $lib: 3,500 requests counted $large, 500 counted $small" >&2
+			exit 1
+		fi
 		per=$(((large - small) / 3000))
 		echo "round $r $lib $per"
 		echo "$lib $per" >>"$work/all"

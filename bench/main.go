@@ -12,7 +12,7 @@
 //	go run .                     # the full figures
 //	go run . -out results.md     # also write the markdown to a file
 //	go run . -cpuprofile cpu.out # profile the happy-path scenario
-//	go run . -paired 21          # the happy path only, each round raw and a library back to back
+//	go run . -paired 31          # the happy path only, each round raw and a library back to back
 //	go run . -only saferetry -n 2000  # one library alone, for valgrind --tool=callgrind
 package main
 
