@@ -64,7 +64,7 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		req.Body.Close() // also stops a read the context cut short
 		return bodySource{}, fmt.Errorf("reading request body: %w", err)
 	}
-	if n := int64(len(buf)); req.ContentLength > 0 && (n < req.ContentLength && n <= limit || n > req.ContentLength) {
+	if n := int64(len(buf)); req.ContentLength > 0 && ((n < req.ContentLength && n <= limit) || n > req.ContentLength) {
 		// net/http refuses such a request as it writes it; sent with the
 		// length of what was read, it would carry another payload.
 		req.Body.Close()
