@@ -159,6 +159,12 @@ func TestSignedBodyLengthMismatchRefused(t *testing.T) {
 	if !errors.Is(err, saferetry.ErrBodyLength) {
 		t.Errorf("err %v, want ErrBodyLength", err)
 	}
+	var reqErr *saferetry.RequestError
+	if !errors.As(err, &reqErr) {
+		t.Errorf("err %T, want a *RequestError", err)
+	} else if reqErr.Attempts != 1 || reqErr.MaybeSent {
+		t.Errorf("attempts %d, maybe sent %v: want 1 attempt, refused before sending, not retried", reqErr.Attempts, reqErr.MaybeSent)
+	}
 	if got := rec.bodies(); len(got) != 0 {
 		t.Errorf("the server received %q", got)
 	}

@@ -621,8 +621,11 @@ func (c *call) classify(resp *http.Response, err error) (retry bool, final error
 		if !c.unsent(err) {
 			c.maybeSent, c.unanswered = true, true
 		}
-		if c.ctx.Err() != nil || isDefiniteRejection(err) {
-			return false, nil // the token endpoint refused the credentials
+		if c.ctx.Err() != nil || isDefiniteRejection(err) || errors.Is(err, ErrBodyLength) {
+			// The context ended, the token endpoint refused the
+			// credentials, or GetBody gave a body of another length than
+			// declared: another attempt would meet the same.
+			return false, nil
 		}
 		return c.mayResend(), nil
 	}
