@@ -49,6 +49,10 @@ type bodySource struct {
 // sent once, as it streams, and never retried. req.Body is closed exactly
 // once, here or by the base transport.
 func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySource, error) {
+	if req.Body == nil && req.ContentLength > 0 {
+		// net/http refuses it; sent, it would be an empty write.
+		return bodySource{}, &bodyLengthError{declared: req.ContentLength, hint: " (the request has no body)"}
+	}
 	if req.Body == nil || req.Body == http.NoBody {
 		return bodySource{}, nil
 	}

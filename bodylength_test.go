@@ -50,6 +50,11 @@ func TestBodyLengthMismatchRefused(t *testing.T) {
 			body.Seek(5, io.SeekStart)
 			return req
 		},
+		"no body at all": func(url string) *http.Request {
+			req, _ := http.NewRequest(http.MethodPost, url, nil)
+			req.ContentLength = 5
+			return req
+		},
 		"longer than declared": func(url string) *http.Request {
 			req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"amount":1000}`))
 			req.GetBody = nil
