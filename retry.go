@@ -391,13 +391,10 @@ func (c *call) requestDone(h func(context.Context, RequestDone), resp *http.Resp
 	h(c.ctx, d)
 }
 
-// firstBody is the body of the next attempt: for the first, the one made
-// with the body source when it has one; for the others, a new one from
-// get, as the base transport may still hold the previous one.
-func (c *call) firstBody() (io.ReadCloser, error) {
-	if c.attempt > 0 {
-		return c.body.get()
-	}
+// attemptBody is the body of the next attempt: the one made with the body
+// source, when it has one no attempt took yet; else a new one from get, as
+// the base transport may still hold the previous one.
+func (c *call) attemptBody() (io.ReadCloser, error) {
 	if first := c.body.first; first != nil {
 		c.body.first = nil
 		return first, nil
@@ -480,7 +477,7 @@ func (c *call) attemptRequest(shared *http.Request) (*http.Request, error) {
 	case c.body.oneShot:
 		req.Body, req.ContentLength = c.body.once, c.body.length
 	case c.body.get != nil:
-		body, err := c.firstBody() // given to the base, which closes it
+		body, err := c.attemptBody() // given to the base, which closes it
 		if err != nil {
 			return nil, fmt.Errorf("saferetry: rewinding the request body: %w", err)
 		}
