@@ -583,12 +583,6 @@ func silentOnKey(status int) bool {
 
 // mutates: the method may change something on the server.
 func (c *call) mutates() bool {
-	switch c.req.Method {
-	case http.MethodPost, http.MethodPatch, http.MethodPut, http.MethodDelete:
-		return true
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return false
-	}
 	switch strings.ToUpper(c.req.Method) {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
 		return false
