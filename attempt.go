@@ -189,12 +189,7 @@ func logAttempt(ctx context.Context, l *slog.Logger, a Attempt) {
 		slog.Int("status", a.StatusCode), slog.Bool("sent", a.Sent),
 		slog.Bool("retry", a.Retry), slog.Duration("wait", a.Wait),
 	}
-	if a.Key != "" {
-		attrs = append(attrs, slog.String("key", a.Key))
-	}
-	if a.RequestID != "" {
-		attrs = append(attrs, slog.String("request_id", a.RequestID))
-	}
+	attrs = appendIDAttrs(attrs, a.Key, a.RequestID)
 	if a.Code != "" {
 		attrs = append(attrs, slog.String("code", a.Code))
 	}
@@ -213,6 +208,18 @@ func logAttempt(ctx context.Context, l *slog.Logger, a Attempt) {
 	l.LogAttrs(ctx, level, "saferetry attempt", attrs...)
 }
 
+// appendIDAttrs adds the key and the request id to a log record's
+// attributes, each only when set.
+func appendIDAttrs(attrs []slog.Attr, key, requestID string) []slog.Attr {
+	if key != "" {
+		attrs = append(attrs, slog.String("key", key))
+	}
+	if requestID != "" {
+		attrs = append(attrs, slog.String("request_id", requestID))
+	}
+	return attrs
+}
+
 // logFailure writes the record of a logical request that ended in an
 // error: its retries are over, or it was never sent.
 func (c *call) logFailure(l *slog.Logger, err error) {
@@ -221,12 +228,7 @@ func (c *call) logFailure(l *slog.Logger, err error) {
 		slog.String("method", c.req.Method), slog.String("url", redactURL(c.req)),
 		slog.Int("attempts", int(c.attempt)), slog.Bool("outcome_unknown", errors.Is(err, ErrOutcomeUnknown)),
 	}
-	if key != "" {
-		attrs = append(attrs, slog.String("key", key))
-	}
-	if requestID != "" {
-		attrs = append(attrs, slog.String("request_id", requestID))
-	}
+	attrs = appendIDAttrs(attrs, key, requestID)
 	if c.budgetOut {
 		attrs = append(attrs, slog.Bool("budget_exhausted", true))
 	}
