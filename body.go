@@ -72,7 +72,7 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 		// net/http refuses such a request as it writes it; sent with the
 		// length of what was read, it would carry another payload.
 		req.Body.Close()
-		return bodySource{}, &bodyLengthError{declared: req.ContentLength, read: n, atLeast: n > limit, hint: " (was it read in part, or sent, before?)"}
+		return bodySource{}, &bodyLengthError{declared: req.ContentLength, read: n, atLeast: n > limit, hint: " (was it read in part, or sent, before, or is ContentLength wrong?)"}
 	}
 	if int64(len(buf)) > limit {
 		once := &replayBody{Reader: io.MultiReader(bytes.NewReader(buf), req.Body), closer: &closeOnce{c: req.Body}}
@@ -88,9 +88,13 @@ func newBodySource(ctx context.Context, req *http.Request, limit int64) (bodySou
 }
 
 // ErrBodyLength matches the error of a request whose body does not hold
-// the number of bytes its ContentLength declares (a reader read in part
-// before the request was sent, or a request sent again after its body was
-// read): nothing is sent, where net/http would fail while writing it.
+// the number of bytes its ContentLength declares, found before anything
+// is sent: a body without GetBody, which the Transport buffers (a reader
+// read in part before, a request sent again after its body was read, a
+// ContentLength set by hand), a nil body with a ContentLength, or, under
+// WithZeroHashAuth, any attempt's body, which is read whole to be signed.
+// Otherwise a body from GetBody goes out as GetBody gives it, and net/http
+// fails one of another length while writing it.
 var ErrBodyLength = errors.New("saferetry: request body length differs from ContentLength")
 
 type bodyLengthError struct {
